@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.snugtune-installed
+
+.PHONY: install demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q --no-deps "animal-mnist>=0.4"
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/snugtune demo --out runs/demo
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+bench: install
+	$(PY) benchmarks/planner_accuracy.py --out benchmarks/results/planner_accuracy.json
+	$(PY) benchmarks/throughput.py --out benchmarks/results/throughput.json
+	$(PY) benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json
+
+clean:
+	rm -rf $(VENV) runs demo_data .pytest_cache .ruff_cache .mypy_cache
