@@ -1,0 +1,383 @@
+"""Every setting of a run, as frozen dataclasses.
+
+A run's configuration comes from defaults, then an optional YAML file, then command-line flags
+(later wins). ``build_config`` validates everything at once and raises one ``ConfigError``
+listing every problem, each naming the flag (or YAML key), the bad value and a fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snugtune.errors import ConfigError
+from snugtune.units import parse_bytes
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AugmentConfig",
+    "PhaseConfig",
+    "TrainConfig",
+    "build_config",
+    "config_to_dict",
+    "default_phases",
+]
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+SCHEDULES = ("cosine", "onecycle", "constant")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+MONITORS = ("val_loss", "val_accuracy")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation, named as Keras' ``ImageDataGenerator`` names it.
+
+    Ranges follow Keras: shifts are fractions of the image side, rotation and shear are
+    degrees, ``zoom_range=z`` zooms in [1-z, 1+z], ``brightness_range=(lo, hi)`` multiplies.
+    ``rescale`` is accepted for familiarity; inputs are always scaled to [0, 1] and then
+    normalised with the backbone's mean/std, so any other value is rejected.
+    """
+
+    rescale: float | None = None
+    rotation_range: float = 10.0
+    width_shift_range: float = 0.1
+    height_shift_range: float = 0.1
+    shear_range: float = 0.0
+    zoom_range: float = 0.1
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    brightness_range: tuple[float, float] | None = None
+    fill_mode: str = "nearest"
+    cval: float = 0.0
+    color_jitter: float = 0.0
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+    def is_identity(self) -> bool:
+        """True when no random transform is configured (training sees fixed inputs)."""
+        off = AugmentConfig(
+            rotation_range=0.0,
+            width_shift_range=0.0,
+            height_shift_range=0.0,
+            zoom_range=0.0,
+            horizontal_flip=False,
+        )
+        return replace(self, rescale=None, fill_mode="nearest", cval=0.0) == off
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase of the recipe (``head``, then ``finetune``).
+
+    ``trainable`` is ``"head"`` (backbone frozen), ``"top:N"`` (top N backbone blocks and the
+    head) or ``"all"``. The backbone's LR is ``lr * backbone_lr_ratio``, lowered further by
+    ``layer_decay`` per block counted from the top (discriminative LR).
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    trainable: str = "head"
+    backbone_lr_ratio: float = 0.1
+    layer_decay: float = 1.0
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    patience: int | None = 3
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    train_bn: bool = False
+
+    def top_blocks(self) -> int | None:
+        """Number of trainable backbone blocks: 0 for head, None for all."""
+        if self.trainable == "all":
+            return None
+        if self.trainable == "head":
+            return 0
+        return int(self.trainable.split(":", 1)[1])
+
+
+def default_phases() -> tuple[PhaseConfig, ...]:
+    """The classic recipe: train a new head on a frozen base, then fine-tune the top."""
+    return (
+        PhaseConfig(name="head", epochs=5, lr=1e-3, trainable="head", warmup_epochs=0.0),
+        PhaseConfig(
+            name="finetune",
+            epochs=5,
+            lr=1e-3,
+            trainable="top:2",
+            backbone_lr_ratio=0.1,
+            warmup_epochs=0.5,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved as ``config.yaml`` in the run folder."""
+
+    data: str
+    out: str = "runs/latest"
+    model: str = DEFAULT_MODEL
+    weights: str = "auto"
+    resolution: int | None = None
+    batch_size: int = 32
+    val_split: float = 0.2
+    seed: int = 0
+    workers: int | None = None
+    head_hidden: int | None = None
+    head_dropout: float = 0.2
+    class_weights: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    phases: tuple[PhaseConfig, ...] = field(default_factory=default_phases)
+    device: str = "auto"
+    gpu: str = "generic"
+    gpu_memory: int | None = None
+    precision: str = "auto"
+    micro_batch: int | None = None
+    deterministic: bool = False
+    feature_cache: bool = True
+    cache_views: int | None = None
+    progress: bool = True
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain, YAML-safe dict of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def build_config(
+    yaml_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Merge defaults, a YAML file and overrides (flag values), then validate all of it.
+
+    Args:
+        yaml_path: optional YAML file whose keys are ``TrainConfig`` fields; ``augment`` is a
+            mapping, ``phases`` a list of mappings (or a mapping phase name -> fields, which
+            updates the default phases).
+        overrides: flag values by field name; ``None`` values are ignored.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    raw: dict[str, Any] = {}
+    problems: list[str] = []
+    if yaml_path is not None:
+        raw = _read_yaml(Path(yaml_path), problems)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "augment" and isinstance(value, Mapping):
+            raw["augment"] = {**(raw.get("augment") or {}), **value}
+        else:
+            raw[key] = value
+    cfg = _from_raw(raw, problems)
+    if cfg is not None:
+        problems.extend(_validate(cfg))
+    if problems or cfg is None:
+        raise ConfigError(problems or ["invalid configuration"])
+    return cfg
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"--config: file {str(path)!r} not found; check the path")
+        return {}
+    except yaml.YAMLError as e:
+        problems.append(f"--config: {str(path)!r} is not valid YAML ({e}); fix the syntax")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"--config: {str(path)!r} must hold a mapping of settings")
+        return {}
+    return data
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _known(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    out = {}
+    for k, v in data.items():
+        if k in names:
+            out[k] = v
+        else:
+            close = [n for n in names if n.startswith(str(k)[:4])]
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(names))}"
+            problems.append(f"{where}{k}: unknown setting{hint}")
+    return out
+
+
+def _from_raw(raw: Mapping[str, Any], problems: list[str]) -> TrainConfig | None:
+    top = _known(TrainConfig, raw, "", problems)
+    if "data" not in top:
+        problems.append("data: no image folder given; pass DATA (a folder of class sub-folders)")
+        return None
+    aug = top.pop("augment", None) or {}
+    if not isinstance(aug, Mapping):
+        problems.append("augment: must be a mapping of Keras-style augmentation settings")
+        aug = {}
+    aug_kw = _known(AugmentConfig, aug, "augment.", problems)
+    if isinstance(aug_kw.get("brightness_range"), list):
+        aug_kw["brightness_range"] = tuple(aug_kw["brightness_range"])
+    phases = _phases(top.pop("phases", None), problems)
+    if "gpu_memory" in top and top["gpu_memory"] is not None:
+        try:
+            top["gpu_memory"] = parse_bytes(top["gpu_memory"])
+        except ValueError as e:
+            problems.append(f"--gpu-memory: {e}")
+            top.pop("gpu_memory")
+    for k in ("data", "out", "weights"):
+        if k in top:
+            top[k] = str(top[k])
+    try:
+        return TrainConfig(**top, augment=AugmentConfig(**aug_kw), phases=phases)
+    except TypeError as e:
+        problems.append(str(e))
+        return None
+
+
+def _phases(value: Any, problems: list[str]) -> tuple[PhaseConfig, ...]:
+    defaults = {p.name: p for p in default_phases()}
+    if value is None:
+        return tuple(defaults.values())
+    if isinstance(value, Mapping):  # {finetune: {epochs: 3}}: update defaults by name
+        out = dict(defaults)
+        for name, upd in value.items():
+            if not isinstance(upd, Mapping):
+                problems.append(f"phases.{name}: must be a mapping of phase settings")
+                continue
+            base = out.get(name, PhaseConfig(name=str(name), epochs=1, lr=1e-3))
+            out[name] = replace(base, **_known(PhaseConfig, upd, f"phases.{name}.", problems))
+        return tuple(out.values())
+    if isinstance(value, list):
+        result = []
+        for i, item in enumerate(value):
+            if not isinstance(item, Mapping) or "name" not in item:
+                problems.append(f"phases[{i}]: must be a mapping with at least name, epochs, lr")
+                continue
+            kw = _known(PhaseConfig, item, f"phases[{i}].", problems)
+            base = defaults.get(kw["name"], PhaseConfig(name=kw["name"], epochs=1, lr=1e-3))
+            result.append(replace(base, **kw))
+        return tuple(result)
+    problems.append("phases: must be a list of phase mappings")
+    return tuple(defaults.values())
+
+
+def _check(problems: list[str], ok: bool, msg: str) -> None:
+    if not ok:
+        problems.append(msg)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate(cfg: TrainConfig) -> list[str]:
+    p: list[str] = []
+    _check(p, isinstance(cfg.batch_size, int) and cfg.batch_size >= 1,
+           f"--batch-size: {cfg.batch_size!r} must be an integer >= 1; use e.g. 32")
+    _check(p, _num(cfg.val_split) and 0 <= cfg.val_split < 1,
+           f"--val-split: {cfg.val_split!r} must be in [0, 1); use e.g. 0.2")
+    _check(p, cfg.resolution is None or (isinstance(cfg.resolution, int) and 16 <= cfg.resolution <= 2048),
+           f"--resolution: {cfg.resolution!r} must be an integer in [16, 2048]; use e.g. 224")
+    _check(p, isinstance(cfg.seed, int), f"--seed: {cfg.seed!r} must be an integer")
+    _check(p, cfg.workers is None or (isinstance(cfg.workers, int) and cfg.workers >= 0),
+           f"--workers: {cfg.workers!r} must be an integer >= 0")
+    _check(p, cfg.head_hidden is None or (isinstance(cfg.head_hidden, int) and cfg.head_hidden > 0),
+           f"--head-hidden: {cfg.head_hidden!r} must be a positive integer or omitted")
+    _check(p, _num(cfg.head_dropout) and 0 <= cfg.head_dropout < 1,
+           f"--head-dropout: {cfg.head_dropout!r} must be in [0, 1)")
+    for name, allowed in (("class_weights", CLASS_WEIGHTS), ("device", DEVICES), ("precision", PRECISIONS)):
+        v = getattr(cfg, name)
+        _check(p, v in allowed, f"{_flag(name)}: {v!r} is not one of {', '.join(allowed)}")
+    _check(p, cfg.micro_batch is None or (isinstance(cfg.micro_batch, int) and cfg.micro_batch >= 1),
+           f"--micro-batch: {cfg.micro_batch!r} must be an integer >= 1")
+    _check(p, cfg.cache_views is None or (isinstance(cfg.cache_views, int) and cfg.cache_views >= 1),
+           f"--cache-views: {cfg.cache_views!r} must be an integer >= 1")
+    _check(p, bool(cfg.phases), "phases: at least one phase is needed")
+    names = [ph.name for ph in cfg.phases]
+    _check(p, len(set(names)) == len(names), f"phases: names must be unique, got {names}")
+    p.extend(_validate_augment(cfg.augment))
+    for ph in cfg.phases:
+        p.extend(_validate_phase(ph))
+    return p
+
+
+def _validate_augment(a: AugmentConfig) -> list[str]:
+    p: list[str] = []
+    pre = "augment."
+    _check(p, a.rescale is None or (_num(a.rescale) and abs(a.rescale * 255 - 1) < 1e-3),
+           f"{pre}rescale: {a.rescale!r} unsupported; inputs are scaled to [0, 1] and normalised "
+           "with the backbone's mean/std, so leave it unset (or 1/255)")
+    for name in ("rotation_range", "shear_range"):
+        v = getattr(a, name)
+        _check(p, _num(v) and 0 <= v <= 180, f"{pre}{name}: {v!r} must be degrees in [0, 180]")
+    for name in ("width_shift_range", "height_shift_range", "zoom_range", "color_jitter",
+                 "random_erasing"):
+        v = getattr(a, name)
+        _check(p, _num(v) and 0 <= v < 1, f"{pre}{name}: {v!r} must be in [0, 1)")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        v = getattr(a, name)
+        _check(p, _num(v) and v >= 0, f"{pre}{name}: {v!r} must be >= 0 (0 turns it off)")
+    br = a.brightness_range
+    _check(p, br is None or (isinstance(br, tuple) and len(br) == 2 and all(_num(x) for x in br)
+                             and 0 < br[0] <= br[1]),
+           f"{pre}brightness_range: {br!r} must be two numbers 0 < lo <= hi, e.g. [0.8, 1.2]")
+    _check(p, a.fill_mode in FILL_MODES,
+           f"{pre}fill_mode: {a.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
+    return p
+
+
+def _validate_phase(ph: PhaseConfig) -> list[str]:
+    p: list[str] = []
+    pre = f"phases.{ph.name}."
+    _check(p, isinstance(ph.epochs, int) and ph.epochs >= 0,
+           f"{pre}epochs: {ph.epochs!r} must be an integer >= 0")
+    _check(p, _num(ph.lr) and 0 < ph.lr < 10, f"{pre}lr: {ph.lr!r} must be in (0, 10); use e.g. 1e-3")
+    ok = ph.trainable in ("head", "all") or (
+        isinstance(ph.trainable, str) and ph.trainable.startswith("top:")
+        and ph.trainable[4:].isdigit() and int(ph.trainable[4:]) >= 1)
+    _check(p, ok, f"{pre}trainable: {ph.trainable!r} must be head, all or top:N (N >= 1)")
+    for name in ("backbone_lr_ratio", "layer_decay"):
+        v = getattr(ph, name)
+        _check(p, _num(v) and 0 < v <= 1, f"{pre}{name}: {v!r} must be in (0, 1]")
+    _check(p, _num(ph.weight_decay) and ph.weight_decay >= 0, f"{pre}weight_decay: {ph.weight_decay!r} must be >= 0")
+    _check(p, _num(ph.label_smoothing) and 0 <= ph.label_smoothing < 1,
+           f"{pre}label_smoothing: {ph.label_smoothing!r} must be in [0, 1)")
+    _check(p, _num(ph.warmup_epochs) and ph.warmup_epochs >= 0,
+           f"{pre}warmup_epochs: {ph.warmup_epochs!r} must be >= 0")
+    _check(p, ph.optimizer in OPTIMIZERS, f"{pre}optimizer: {ph.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    _check(p, ph.schedule in SCHEDULES, f"{pre}schedule: {ph.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    _check(p, ph.monitor in MONITORS, f"{pre}monitor: {ph.monitor!r} is not one of {', '.join(MONITORS)}")
+    _check(p, ph.patience is None or (isinstance(ph.patience, int) and ph.patience >= 1),
+           f"{pre}patience: {ph.patience!r} must be an integer >= 1 or null (no early stopping)")
+    return p
