@@ -1,0 +1,51 @@
+"""Run reporting: per-epoch metrics, evaluation scores, plots, the model card and the report.
+
+Everything a finished (or crashed) run leaves for people to read::
+
+    run_dir/
+      metrics.csv, metrics.json   per-epoch rows            MetricsLog
+      tensorboard/                the same as event files   MetricsLog
+      learning_curves.png         loss/accuracy per epoch   plot_learning_curves
+      confusion_matrix.png        evaluation heat map       plot_confusion_matrix
+      memory.png                  predicted vs measured     plot_memory
+      model_card.json             backbone, classes, preprocessing, metrics, versions
+      report.md, report.html      all of the above          write_report
+
+All files are written atomically (temp file + ``os.replace``). matplotlib and tensorboard are
+imported only when a plot or event file is first written.
+"""
+
+from __future__ import annotations
+
+from snugtune.report.card import MODEL_CARD, read_model_card, write_model_card
+from snugtune.report.classification import (
+    ClassificationReport,
+    ClassMetrics,
+    classification_report,
+)
+from snugtune.report.metrics_log import METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR, MetricsLog
+from snugtune.report.plots import plot_confusion_matrix, plot_learning_curves, plot_memory
+from snugtune.report.report import REPORT_HTML, REPORT_MD, write_report
+from snugtune.report.sections import CONFUSION_PNG, LEARNING_CURVES_PNG, MEMORY_PNG
+
+__all__ = [
+    "CONFUSION_PNG",
+    "LEARNING_CURVES_PNG",
+    "MEMORY_PNG",
+    "METRICS_CSV",
+    "METRICS_JSON",
+    "MODEL_CARD",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "TENSORBOARD_DIR",
+    "ClassMetrics",
+    "ClassificationReport",
+    "MetricsLog",
+    "classification_report",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+    "plot_memory",
+    "read_model_card",
+    "write_model_card",
+    "write_report",
+]

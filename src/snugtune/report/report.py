@@ -1,0 +1,220 @@
+"""``write_report``: the run report as ``report.md`` and ``report.html`` in the run folder.
+
+Both files render the same block list (see :mod:`snugtune.report.document`); plots are linked
+by relative path, so the run folder can be moved or zipped and the report still shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from snugtune.report._format import fmt_bytes, fmt_float, fmt_percent, fmt_value
+from snugtune.report._io import atomic_write_text, to_jsonable
+from snugtune.report.classification import ClassificationReport
+from snugtune.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+)
+from snugtune.report.sections import (
+    evaluation_section,
+    learning_curves_section,
+    memory_section,
+    overview_section,
+    phases_section,
+    report_title,
+)
+
+__all__ = ["REPORT_HTML", "REPORT_MD", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+_MAX_ISSUE_ROWS = 200
+_MAX_FILES = 40
+_MAX_PLAN_COLUMNS = 14
+
+
+def write_report(
+    run_dir: Path,
+    summary: Mapping[str, object],
+    *,
+    rows: Sequence[Mapping[str, object]],
+    evaluation: ClassificationReport | None = None,
+    data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+    plan: Mapping[str, object] | None = None,
+) -> Path:
+    """Write ``run_dir/report.md`` and ``run_dir/report.html``.
+
+    Plots are included when ``learning_curves.png``, ``confusion_matrix.png`` or
+    ``memory.png`` exist in ``run_dir`` (draw them first with :mod:`snugtune.report.plots`).
+
+    Args:
+        run_dir: Run folder; the report links files in it relatively.
+        summary: Run summary (``backbone``, ``data``, ``classes``, ``best_val_accuracy``,
+            ``phases`` ...); every key is optional.
+        rows: Per-epoch metrics rows, as logged by :class:`~snugtune.report.MetricsLog`.
+        evaluation: Validation/test evaluation for the per-class table.
+        data_issues: ``{"skipped": [{"path", "reason"}], "converted": [...]}``.
+        plan: The training plan (as its JSON dict) for the plan table.
+
+    Returns:
+        Path of ``report.md``.
+    """
+    run_dir = Path(run_dir)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    blocks: list[Block] = [
+        *overview_section(summary, run_dir, created),
+        *phases_section(summary),
+        *_epochs_paragraph(rows, run_dir),
+        *learning_curves_section(run_dir),
+        *evaluation_section(evaluation, run_dir),
+        *memory_section(summary, run_dir),
+        *data_issues_section(data_issues),
+        *plan_section(plan),
+        *usage_section(run_dir),
+        *files_section(run_dir),
+    ]
+    md_path = atomic_write_text(run_dir / REPORT_MD, render_markdown(blocks))
+    atomic_write_text(run_dir / REPORT_HTML, render_html(blocks, report_title(summary, run_dir)))
+    logger.info("Wrote report %s (and %s)", md_path, REPORT_HTML)
+    return md_path
+
+
+def data_issues_section(
+    data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None,
+) -> list[Block]:
+    """Files skipped or converted during the scan, each with its reason."""
+    blocks: list[Block] = [Heading("Data issues")]
+    if data_issues is None:
+        return [*blocks, Paragraph("No data-issue list was recorded for this run.")]
+    kinds = {str(k): list(v or ()) for k, v in data_issues.items()}
+    counts = ", ".join(f"{len(v):,} {k}" for k, v in kinds.items())
+    if not any(kinds.values()):
+        return [*blocks, Paragraph("No problem files: every image was read as it was.")]
+    blocks.append(Paragraph(f"Files with problems: {counts}."))
+    for kind, entries in kinds.items():
+        if entries:
+            blocks += _issue_table(kind, entries)
+    return blocks
+
+
+def _issue_table(kind: str, entries: list[Mapping[str, str]]) -> list[Block]:
+    keys = ["path", "reason"]
+    for entry in entries:
+        keys += [k for k in entry if k not in keys]
+    shown = entries[:_MAX_ISSUE_ROWS]
+    rows = tuple(tuple(fmt_value(k, e.get(k), 200) for k in keys) for e in shown)
+    blocks: list[Block] = [
+        Heading(f"{kind.replace('_', ' ').capitalize()} ({len(entries):,})", level=3),
+        Table(tuple(k.replace("_", " ").capitalize() for k in keys), rows),
+    ]
+    if len(entries) > len(shown):
+        blocks.append(Paragraph(f"… and {len(entries) - len(shown):,} more not listed here."))
+    return blocks
+
+
+def plan_section(plan: Mapping[str, object] | None) -> list[Block]:
+    """The plan: settings as key/value rows, per-phase choices as one table."""
+    if not plan:
+        return []
+    data = to_jsonable(plan)
+    if not isinstance(data, dict):
+        return []
+    blocks: list[Block] = [Heading("Plan")]
+    phases = data.pop("phases", None)
+    flat = _flatten(data)
+    if flat:
+        rows = tuple((k, fmt_value(k.rsplit(".", 1)[-1], v)) for k, v in flat.items())
+        blocks.append(Table(("Setting", "Value"), rows))
+    if isinstance(phases, list) and phases:
+        blocks.append(_plan_phase_table([p for p in phases if isinstance(p, dict)]))
+    return blocks
+
+
+def _plan_phase_table(phases: list[dict[str, object]]) -> Table:
+    flat = [_flatten(p) for p in phases]
+    keys: list[str] = []
+    for p in flat:
+        keys += [k for k in p if k not in keys]
+    keys = keys[:_MAX_PLAN_COLUMNS]
+    rows = tuple(tuple(fmt_value(k.rsplit(".", 1)[-1], p.get(k), 40) for k in keys) for p in flat)
+    right = tuple(all(isinstance(p.get(k), int | float) for p in flat) for k in keys)
+    return Table(tuple(k.replace("_", " ") for k in keys), rows, right)
+
+
+def _flatten(data: Mapping[str, object], prefix: str = "", depth: int = 2) -> dict[str, object]:
+    """Nested dicts to dotted keys, ``depth`` levels deep; deeper values stay as they are."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and depth > 1:
+            out.update(_flatten(value, f"{name}.", depth - 1))
+        else:
+            out[name] = value
+    return out
+
+
+def usage_section(run_dir: Path) -> list[Block]:
+    """Commands that use the trained model, with this run's path filled in."""
+    run = shlex.quote(str(run_dir))
+    commands = [
+        f"snugtune evaluate {run} path/to/test_images/",
+        f"snugtune predict  {run} image1.jpg image2.jpg --top-k 3",
+        f"snugtune export   {run} --format onnx",
+    ]
+    if (run_dir / "tensorboard").is_dir():
+        commands.append(f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}")
+    return [
+        Heading("Using the model"),
+        Paragraph(
+            "Evaluate on held-out images (a class-folder tree), classify images, or export "
+            "the model for deployment; the model card in the run folder holds the classes "
+            "and preprocessing."
+        ),
+        Code("\n".join(commands), "bash"),
+    ]
+
+
+def files_section(run_dir: Path) -> list[Block]:
+    """The files in the run folder, with sizes."""
+    if not run_dir.is_dir():
+        return []
+    files = sorted(
+        p
+        for p in run_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in (REPORT_MD, REPORT_HTML)
+    )
+    if not files:
+        return []
+    items = tuple(f"{p.name} ({fmt_bytes(p.stat().st_size)})" for p in files[:_MAX_FILES])
+    if len(files) > _MAX_FILES:
+        items += (f"… and {len(files) - _MAX_FILES} more",)
+    return [Heading("Files in this run"), Bullets(items)]
+
+
+def _epochs_paragraph(rows: Sequence[Mapping[str, object]], run_dir: Path) -> list[Block]:
+    if not rows:
+        return [Paragraph("No epochs were logged.")]
+    where = "metrics.csv and TensorBoard" if (run_dir / "tensorboard").is_dir() else "metrics.csv"
+    last = rows[-1]
+    shown = (
+        ("train loss", "train_loss", fmt_float),
+        ("val loss", "val_loss", fmt_float),
+        ("val accuracy", "val_accuracy", fmt_percent),
+    )
+    final = ", ".join(
+        f"{label} {fmt(last[key])}" for label, key, fmt in shown if last.get(key) is not None
+    )
+    text = f"{len(rows):,} epochs logged in {where}."
+    return [Paragraph(f"{text} Last epoch: {final}." if final else text)]
