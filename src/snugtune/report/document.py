@@ -75,12 +75,16 @@ class Code:
 
 Block = Heading | Paragraph | Bullets | Table | Image | Code
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
 _MD_LINE_START = re.compile(r"^(\d*)([#+\-]|(?<=\d)\.)(?=\s|$)")
 
 
 def md_escape(text: str) -> str:
-    """Escape Markdown punctuation and fold newlines so ``text`` stays literal in a line."""
+    """Escape Markdown punctuation and fold newlines so ``text`` stays literal in a line.
+
+    Underscores inside words (``tf_efficientnet_lite0``) are left alone: CommonMark never
+    reads them as emphasis, and the raw Markdown stays readable.
+    """
     escaped = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
     # A leading "#", "-", "+" or "1." would start a heading or a list.
     return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
