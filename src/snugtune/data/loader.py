@@ -1,0 +1,173 @@
+"""Dataset over scanned samples, and DataLoaders sized to the machine.
+
+Reproducible augmentation, two ways:
+
+* default (``ImageDataset(seed=None)``): transforms draw from torch's RNG; in the main process
+  that is the global RNG, in worker processes PyTorch seeds each worker from the loader's
+  seeded ``generator`` (``base_seed + worker_id``). Same seed, same worker count, same order
+  of iteration: same batches.
+* per-sample (``ImageDataset(seed=s)``): the augmentation of item ``i`` in epoch ``e`` is drawn
+  from a generator seeded with hash(s, e, i), whatever the worker count or the process that
+  decodes it. This is what an exact mid-epoch resume needs: skipping the first k batches
+  does not change the augmentation of the rest. Call ``set_epoch(e)`` before iterating;
+  the epoch lives in shared memory so persistent workers see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from snugtune.data.images import load_image
+from snugtune.data.results import Sample
+
+__all__ = ["ImageDataset", "default_workers", "make_loader", "seed_worker"]
+
+log = logging.getLogger(__name__)
+
+MAX_DEFAULT_WORKERS = 4
+TINY_DATASET = 256  # below this many items, worker start-up costs more than it saves
+PREFETCH_FACTOR = 2  # batches in flight per worker (each holds a full float32 batch in RAM)
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Map-style dataset: item ``i`` is ``(transform(load_image(path)), label)``.
+
+    Args:
+        samples: images to serve, e.g. from ``scan_folder`` / ``split_samples``.
+        transform: PIL RGB image -> tensor (3, H, W), e.g. from ``build_transforms``.
+        draft_size: passed to ``load_image``: JPEGs decode at a reduced scale whose sides are
+            at least this many pixels (set it to the model's input size).
+        seed: per-sample augmentation seed (see the module docstring); None uses torch's RNG.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Image.Image], torch.Tensor],
+        *,
+        draft_size: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.samples = tuple(samples)
+        self.transform = transform
+        self.draft_size = draft_size
+        self.seed = seed
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """Label of every item, in order (for samplers and class weights)."""
+        return tuple(s.label for s in self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose per-sample augmentation seeds are used (``seed`` set)."""
+        self._epoch[0] = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        image = load_image(sample.path, draft_size=self.draft_size)
+        if self.seed is None:
+            return self.transform(image), sample.label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_item_seed(self.seed, int(self._epoch[0]), index))
+            return self.transform(image), sample.label
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def default_workers() -> int:
+    """Loader worker processes for this machine: the usable CPU count, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: one torch thread per worker, numpy/random seeded from torch.
+
+    PyTorch already seeds each worker's torch RNG from the loader's generator; seeding
+    numpy and ``random`` from it too makes any transform that uses them reproducible.
+    """
+    torch.set_num_threads(1)  # N workers x all-core intra-op pools would oversubscribe
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    log.debug("loader worker %d seeded with %d", worker_id, seed)
+
+
+def make_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    sampler: Sampler[Any] | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader[Any]:
+    """A DataLoader with a seeded generator and machine-sized workers.
+
+    Args:
+        dataset: e.g. an ``ImageDataset``.
+        batch_size: items per batch.
+        shuffle: reshuffle every epoch (from the seeded generator); not with ``sampler``.
+        sampler: custom sampler (e.g. weighted, distributed); its own seed applies.
+        seed: seeds the shuffle order and the worker RNG base seeds.
+        workers: worker processes; None: ``default_workers()``, or 0 (load in the main
+            process) when the dataset has fewer than ``TINY_DATASET`` items.
+        pin_memory: page-locked batches for faster host-to-GPU copies (CUDA only).
+        drop_last: drop a final incomplete batch.
+
+    Raises:
+        ValueError: both ``shuffle`` and ``sampler`` given.
+    """
+    if shuffle and sampler is not None:
+        raise ValueError("make_loader: pass shuffle=True or a sampler, not both")
+    n = workers if workers is not None else _auto_workers(dataset)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    extra: dict[str, Any] = {}
+    if n > 0:
+        extra = {
+            "persistent_workers": True,
+            "prefetch_factor": PREFETCH_FACTOR,
+            "worker_init_fn": seed_worker,
+        }
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=n,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        generator=generator,
+        **extra,
+    )
+
+
+def _auto_workers(dataset: Dataset[Any]) -> int:
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return default_workers()
+    return 0 if size < TINY_DATASET else default_workers()
