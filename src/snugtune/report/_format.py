@@ -90,6 +90,8 @@ def fmt_value(key: str, value: object, max_chars: int = 80) -> str:
         return f"{value:,}" if isinstance(value, int) else fmt_float(value)
     if isinstance(value, str):
         text = value
+    elif isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        text = ", ".join(str(v) for v in value) if value else "none"
     else:
         text = json.dumps(value, default=str, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

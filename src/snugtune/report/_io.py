@@ -44,12 +44,32 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        os.chmod(tmp_name, _file_mode(path))
         os.replace(tmp_name, path)
     except BaseException:
         # Never leave temp files behind, whatever interrupted the write.
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's mode, else ``0o666`` less the process umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, before any threads write.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -102,10 +102,15 @@ def plot_confusion_matrix(
     ax = fig.subplots()
     vmax = 1.0 if normalize else max(float(matrix.max(initial=0.0)), 1.0)
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if not normalize:
+        from matplotlib.ticker import MaxNLocator
+
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     if n <= 30:
         _annotate_cells(ax, matrix, normalize, vmax)
-    _class_ticks(ax, report.classes)
+    _class_ticks(ax, report.classes, side)
     how = "normalized by true class" if normalize else "counts"
     ax.set_title(f"Confusion matrix ({how}) — accuracy {report.accuracy:.1%}")
     ax.set_xlabel("predicted class")
@@ -263,14 +268,16 @@ def _annotate_cells(ax: Axes, matrix: np.ndarray, normalize: bool, vmax: float) 
         if value == 0 and i != j:
             continue  # empty off-diagonal cells stay blank: the errors stand out
         text = f"{value:.2f}" if normalize else f"{int(value)}"
+        text = "<.01" if text == "0.00" else text
         color = "white" if value > 0.55 * vmax else "black"
         ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)
 
 
-def _class_ticks(ax: Axes, classes: Sequence[str]) -> None:
+def _class_ticks(ax: Axes, classes: Sequence[str], side_in: float) -> None:
     n = len(classes)
     labels = [c if len(c) <= 20 else c[:19] + "…" for c in classes]
-    size = float(np.clip(240 / max(n, 1), 5, 10))
+    cell_pt = side_in * 0.8 * 72 / max(n, 1)  # ~80% of the figure side is the matrix
+    size = float(np.clip(0.42 * cell_pt, 5, 10))
     ticks = np.arange(n)
     ax.set_xticks(
         ticks,

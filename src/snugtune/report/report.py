@@ -117,7 +117,7 @@ def _issue_table(kind: str, entries: list[Mapping[str, str]]) -> list[Block]:
     rows = tuple(tuple(fmt_value(k, e.get(k), 200) for k in keys) for e in shown)
     blocks: list[Block] = [
         Heading(f"{kind.replace('_', ' ').capitalize()} ({len(entries):,})", level=3),
-        Table(tuple(k.replace("_", " ").capitalize() for k in keys), rows),
+        Table(tuple(_label(k) for k in keys), rows),
     ]
     if len(entries) > len(shown):
         blocks.append(Paragraph(f"… and {len(entries) - len(shown):,} more not listed here."))
@@ -150,7 +150,13 @@ def _plan_phase_table(phases: list[dict[str, object]]) -> Table:
     keys = keys[:_MAX_PLAN_COLUMNS]
     rows = tuple(tuple(fmt_value(k.rsplit(".", 1)[-1], p.get(k), 40) for k in keys) for p in flat)
     right = tuple(all(isinstance(p.get(k), int | float) for p in flat) for k in keys)
-    return Table(tuple(k.replace("_", " ") for k in keys), rows, right)
+    return Table(tuple(_label(k) for k in keys), rows, right)
+
+
+def _label(key: str) -> str:
+    """``"micro_batch"`` -> ``"Micro batch"``, ``"device.name"`` -> ``"Device name"``."""
+    text = key.replace("_", " ").replace(".", " ")
+    return text[:1].upper() + text[1:]
 
 
 def _flatten(data: Mapping[str, object], prefix: str = "", depth: int = 2) -> dict[str, object]:

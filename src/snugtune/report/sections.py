@@ -211,6 +211,8 @@ def _feature_cache(cache: object) -> str:
             if not isinstance(v, Mapping | list)
         ]
         return ", ".join(items[:4]) or "yes"
+    if cache is None:
+        return MISSING
     return fmt_value("feature_cache", cache) if cache else "no"
 
 
