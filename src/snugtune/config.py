@@ -187,7 +187,9 @@ def build_config(
     problems: list[str] = []
     if yaml_path is not None:
         raw = _read_yaml(Path(yaml_path), problems)
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    phase_flags = overrides.pop("phase_overrides", None) or {}
+    for key, value in overrides.items():
         if value is None:
             continue
         if key == "augment" and isinstance(value, Mapping):
@@ -195,11 +197,29 @@ def build_config(
         else:
             raw[key] = value
     cfg = _from_raw(raw, problems)
+    if cfg is not None and phase_flags:
+        cfg = _apply_phase_flags(cfg, phase_flags, problems)
     if cfg is not None:
         problems.extend(_validate(cfg))
     if problems or cfg is None:
         raise ConfigError(problems or ["invalid configuration"])
     return cfg
+
+
+def _apply_phase_flags(
+    cfg: TrainConfig, flags: Mapping[str, Mapping[str, Any]], problems: list[str]
+) -> TrainConfig:
+    """Apply ``{"*" or phase name: {field: value}}`` from flags on top of the phases."""
+    phases = []
+    for ph in cfg.phases:
+        upd = {**flags.get("*", {}), **flags.get(ph.name, {})}
+        upd = {k: v for k, v in upd.items() if v is not None}
+        phases.append(replace(ph, **_known(PhaseConfig, upd, f"phases.{ph.name}.", problems)))
+    unknown = [n for n in flags if n != "*" and n not in {p.name for p in cfg.phases}]
+    for name in unknown:
+        problems.append(f"phases: no phase named {name!r}; phases are "
+                        f"{', '.join(p.name for p in cfg.phases)}")
+    return replace(cfg, phases=tuple(phases))
 
 
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""``snugtune predict RUN FILES... [--top-k K] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("files", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    from snugtune.train import predict
+
+    preds = predict(a.run, a.files, top_k=a.top_k, device=a.device)
+    if a.json:
+        print(json.dumps([p.to_dict() for p in preds], indent=2))
+        return 0
+    for p in preds:
+        tops = ", ".join(f"{lab} {prob:.3f}" for lab, prob in zip(p.labels, p.probabilities, strict=True))
+        print(f"{p.path}: {tops}")
+    return 0

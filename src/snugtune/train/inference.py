@@ -1,0 +1,133 @@
+"""Use a trained run: load it, evaluate it on a folder, predict files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from snugtune.config import AugmentConfig
+from snugtune.data import (
+    ImageDataset,
+    Sample,
+    build_transforms,
+    load_image,
+    make_loader,
+    scan_folder,
+)
+from snugtune.errors import CheckpointError, DataError
+from snugtune.models import Classifier, build_classifier
+from snugtune.report import ClassificationReport, classification_report, read_model_card
+from snugtune.train.loop import MicroBatch, StepContext, evaluate
+
+__all__ = ["Prediction", "evaluate_run", "load_run", "predict", "predict_samples"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image."""
+
+    path: str
+    labels: tuple[str, ...]
+    probabilities: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "top": [{"label": lab, "probability": p}
+                                           for lab, p in zip(self.labels, self.probabilities, strict=True)]}
+
+
+def _transform(pre: Mapping[str, Any]) -> Any:
+    return build_transforms(AugmentConfig(), size=int(pre["size"]), mean=pre["mean"], std=pre["std"],
+                            train=False, interpolation=str(pre.get("interpolation", "bilinear")))
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """The trained classifier of a run (eval mode) and its model card.
+
+    Raises:
+        CheckpointError: the run has no finished model.
+    """
+    run_dir = Path(run_dir)
+    card_path, weights = run_dir / "model_card.json", run_dir / "model.safetensors"
+    if not card_path.exists() or not weights.exists():
+        raise CheckpointError(f"{run_dir} holds no finished model (model_card.json + "
+                              "model.safetensors); finish it with snugtune train --resume")
+    card = dict(read_model_card(card_path))
+    head = card.get("head") or {}
+    model = build_classifier(str(card.get("model") or card["backbone"]), int(card["num_classes"]),
+                             weights="none", head_hidden=head.get("hidden"),
+                             head_dropout=float(head.get("dropout", 0.0)))
+    model.load_state_dict(load_file(str(weights)))
+    return model.to(device).eval(), card
+
+
+def predict_samples(
+    model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = 64, workers: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(N, C) probabilities and (N,) labels over ``samples`` (OOM-guarded batches)."""
+    ds = ImageDataset(samples, _transform(pre), draft_size=int(pre["size"]))
+    loader = make_loader(ds, batch_size=batch_size, workers=workers)
+    ctx = StepContext(device=torch.device(device), num_classes=model.head.layers[-1].out_features)
+    _, probs, labels = evaluate(model, iter(loader), ctx, MicroBatch(batch_size))
+    return probs, labels
+
+
+def evaluate_run(
+    run_dir: str | Path, data: str | Path | None = None, *, device: str = "cpu",
+    batch_size: int = 64, workers: int | None = None,
+) -> ClassificationReport:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a run.
+
+    ``data`` None evaluates the run's own held-out validation split; otherwise a class-folder
+    tree whose class names must be among the run's classes.
+    """
+    from snugtune.train.setup import load_split
+
+    model, card = load_run(run_dir, device)
+    classes = list(card["classes"])
+    if data is None:
+        split = load_split(Path(run_dir))
+        if split is None or not split[1]:
+            raise DataError(f"{run_dir} has no validation split; pass a DATA folder to evaluate on")
+        samples: Sequence[Sample] = split[1]
+    else:
+        samples = _samples_by_name(data, classes)
+    probs, labels = predict_samples(model, samples, card["preprocessing"], device=device,
+                                    batch_size=batch_size, workers=workers)
+    return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
+
+
+def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
+    scan = scan_folder(data)
+    unknown = [c for c in scan.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{data}: classes {unknown} were not trained (the run knows {classes}); "
+                        "evaluate on a folder with the same class names")
+    pool = list(scan.samples) + list(scan.val_samples or ())
+    return [Sample(path=s.path, label=classes.index(scan.classes[s.label])) for s in pool]
+
+
+@torch.no_grad()
+def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
+            device: str = "cpu") -> list[Prediction]:
+    """Top-k predictions for each image file (a bad file raises ``DataError`` naming it)."""
+    model, card = load_run(run_dir, device)
+    classes, tf = list(card["classes"]), _transform(card["preprocessing"])
+    k = max(1, min(top_k, len(classes)))
+    out = []
+    for f in files:
+        x = tf(load_image(f, draft_size=int(card["preprocessing"]["size"]))).unsqueeze(0)
+        p = model(x.to(device)).float().softmax(-1)[0].cpu()
+        top = p.topk(k)
+        out.append(Prediction(str(f), tuple(classes[i] for i in top.indices.tolist()),
+                              tuple(float(v) for v in top.values.tolist())))
+    return out

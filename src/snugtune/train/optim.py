@@ -1,0 +1,81 @@
+"""Optimizer with discriminative per-block learning rates, and the per-step LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from snugtune.config import PhaseConfig
+from snugtune.models import Classifier
+
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+
+
+def _split_decay(params: list[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Weight decay on weights only: biases and norm scales (1-D) are not decayed (timm, BERT)."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return decay, no_decay
+
+
+def param_groups(model: Classifier, phase: PhaseConfig) -> list[dict[str, Any]]:
+    """Head at ``lr``; backbone block k from the top at ``lr * ratio * layer_decay**k``."""
+    chunks: list[tuple[str, list[nn.Parameter], float]] = [
+        ("head", [p for p in model.head.parameters() if p.requires_grad], phase.lr)
+    ]
+    seen: set[int] = set()
+    base = phase.lr * phase.backbone_lr_ratio
+    for depth, block in enumerate(reversed(model.blocks)):
+        ps = [p for p in block.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in ps)
+        chunks.append((f"block{len(model.blocks) - 1 - depth}", ps, base * phase.layer_decay**depth))
+    rest = [p for p in model.backbone.parameters() if p.requires_grad and id(p) not in seen]
+    chunks.append(("backbone_other", rest, base))
+    groups: list[dict[str, Any]] = []
+    for name, ps, lr in chunks:
+        decay, no_decay = _split_decay(ps)
+        for suffix, group, wd in (("", decay, phase.weight_decay), ("_no_decay", no_decay, 0.0)):
+            if group:
+                groups.append({"name": name + suffix, "params": group, "lr": lr, "weight_decay": wd})
+    return groups
+
+
+def build_optimizer(model: Classifier, phase: PhaseConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay), Adam (L2 in the gradient) or SGD with Nesterov momentum."""
+    groups = param_groups(model, phase)
+    if phase.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=phase.lr)
+    if phase.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=phase.lr)
+    return torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum, nesterov=True)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base LR at optimizer step ``step`` (0-based) of ``total``.
+
+    Linear warm-up from ~0 over ``warmup`` steps, then ``cosine`` (to 1% of the base, as
+    Loshchilov & Hutter 2017, SGDR, without restarts), ``onecycle`` (30% warm-up, then cosine
+    to ~0, Smith 2018) or ``constant``.
+    """
+    if schedule == "onecycle":
+        warmup = max(warmup, int(0.3 * total))
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    floor = 0.01 if schedule == "cosine" else 1e-4
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, phase: PhaseConfig, steps_per_epoch: int
+) -> LambdaLR:
+    """Per-optimizer-step schedule over the phase's planned epochs."""
+    total = max(1, phase.epochs * steps_per_epoch)
+    warmup = int(round(phase.warmup_epochs * steps_per_epoch))
+    return LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, phase.schedule))

@@ -1,0 +1,18 @@
+"""Progress bars for long loops (tqdm on stderr; hidden when not a terminal or disabled)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+__all__ = ["progress"]
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], *, desc: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar; ``disable=None`` lets tqdm hide it on non-TTY output (CI)."""
+    yield from tqdm(items, desc=desc, total=total, disable=None if enabled else True,
+                    leave=False, dynamic_ncols=True, unit="batch")
