@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write a file atomically: ``write`` fills a temp file that then replaces ``path``.
 
     Args:

@@ -222,5 +222,5 @@ def _epochs_paragraph(rows: Sequence[Mapping[str, object]], run_dir: Path) -> li
     final = ", ".join(
         f"{label} {fmt(last[key])}" for label, key, fmt in shown if last.get(key) is not None
     )
-    text = f"{len(rows):,} epochs logged in {where}."
+    text = f"{len(rows):,} epoch{'' if len(rows) == 1 else 's'} logged in {where}."
     return [Paragraph(f"{text} Last epoch: {final}." if final else text)]

@@ -135,7 +135,7 @@ def test_partial_phase_entries(tmp_path: Path) -> None:
     write_report(tmp_path, summary, rows=ROWS, data_issues={"skipped": [], "converted": []})
     md, _ = _read(tmp_path)
     assert "| head | — | — |" in md and "| phase 2 |" in md
-    assert "No problem files" in md and "1 epochs logged in metrics.csv." in md
+    assert "No problem files" in md and "1 epoch logged in metrics.csv." in md
 
 
 def test_hostile_text_is_escaped(tmp_path: Path) -> None:
