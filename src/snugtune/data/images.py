@@ -149,9 +149,9 @@ def decode_image(path: str | Path, *, draft_size: int | None = None) -> LoadedIm
         with Image.open(path) as im:
             fmt = im.format or fmt
             _check_pixels(path, im.size)
+            rawmode = _rawmode(im)  # before getexif(), which loads PNGs and clears the tile
             orientation = _orientation(im)
             conversions = [_multi_frame(im)] if _is_animated(im) else []
-            rawmode = _rawmode(im)
             if draft_size and im.format == "JPEG":
                 im.draft(None, (draft_size, draft_size))  # None: keep L/CMYK as stored
             size = _upright_size(_original_size(im), orientation)
