@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 from snugtune.units import format_bytes
 
@@ -92,6 +93,8 @@ def fmt_value(key: str, value: object, max_chars: int = 80) -> str:
         text = value
     elif isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
         text = ", ".join(str(v) for v in value) if value else "none"
-    else:
+    elif isinstance(value, Mapping | list | tuple):
         text = json.dumps(value, default=str, ensure_ascii=False, separators=(", ", ": "))
+    else:
+        text = str(value)  # paths, enums, anything else
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

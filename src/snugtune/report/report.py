@@ -7,6 +7,7 @@ by relative path, so the run folder can be moved or zipped and the report still 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -80,7 +81,7 @@ def write_report(
         *learning_curves_section(run_dir),
         *evaluation_section(evaluation, run_dir),
         *memory_section(summary, run_dir),
-        *data_issues_section(data_issues),
+        *data_issues_section(data_issues, summary.get("data")),
         *plan_section(plan),
         *usage_section(run_dir),
         *files_section(run_dir),
@@ -92,9 +93,12 @@ def write_report(
 
 
 def data_issues_section(
-    data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None,
+    data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None, data_root: object = None
 ) -> list[Block]:
-    """Files skipped or converted during the scan, each with its reason."""
+    """Files skipped or converted during the scan, each with its reason.
+
+    Paths under ``data_root`` (the dataset folder) are shown relative to it.
+    """
     blocks: list[Block] = [Heading("Data issues")]
     if data_issues is None:
         return [*blocks, Paragraph("No data-issue list was recorded for this run.")]
@@ -102,14 +106,27 @@ def data_issues_section(
     counts = ", ".join(f"{len(v):,} {k}" for k, v in kinds.items())
     if not any(kinds.values()):
         return [*blocks, Paragraph("No problem files: every image was read as it was.")]
-    blocks.append(Paragraph(f"Files with problems: {counts}."))
+    root = f" Paths are relative to {data_root}." if data_root else ""
+    blocks.append(Paragraph(f"Files with problems: {counts}.{root}"))
     for kind, entries in kinds.items():
         if entries:
-            blocks += _issue_table(kind, entries)
+            blocks += _issue_table(kind, [_relative(e, data_root) for e in entries])
     return blocks
 
 
-def _issue_table(kind: str, entries: list[Mapping[str, str]]) -> list[Block]:
+def _relative(entry: Mapping[str, object], data_root: object) -> Mapping[str, object]:
+    """``entry`` with its ``path`` made relative to ``data_root`` where it lies below it."""
+    path = entry.get("path")
+    if not data_root or not isinstance(path, str | os.PathLike):
+        return entry
+    try:
+        relative = Path(path).relative_to(Path(str(data_root)))
+    except ValueError:
+        return entry
+    return {**entry, "path": str(relative)}
+
+
+def _issue_table(kind: str, entries: list[Mapping[str, object]]) -> list[Block]:
     keys = ["path", "reason"]
     for entry in entries:
         keys += [k for k in entry if k not in keys]

@@ -154,3 +154,16 @@ def test_long_issue_lists_are_capped(tmp_path: Path) -> None:
     md, _ = _read(tmp_path)
     assert "Skipped (250)" in md and "… and 50 more not listed here." in md
     assert "f199.jpg" in md and "f200.jpg" not in md
+
+
+def test_issue_paths_relative_to_data_root(tmp_path: Path) -> None:
+    issues = {
+        "skipped": [
+            {"path": "/d/flowers/rose/x.jpg", "reason": "truncated JPEG"},
+            {"path": Path("/elsewhere/y.png"), "reason": "broken symlink"},
+        ]
+    }
+    write_report(tmp_path, {"data": "/d/flowers"}, rows=[], data_issues=issues)
+    md, _ = _read(tmp_path)
+    assert "Paths are relative to /d/flowers." in md
+    assert "| rose/x.jpg | truncated JPEG |" in md and "| /elsewhere/y.png | broken symlink |" in md
