@@ -17,8 +17,9 @@ class PeakMeter:
     otherwise it is unknown (``None``) rather than guessed.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, *, budget_bytes: int | None = None) -> None:
         self.device = device
+        self.budget_bytes = budget_bytes
         self.peak_bytes: int | None = None
         self.reserved_bytes: int | None = None
 

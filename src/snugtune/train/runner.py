@@ -145,7 +145,7 @@ class _Run:
         st = self.state.phase
         micro = MicroBatch(st.micro_batch or setup.micro_batch, list(st.recoveries))
         scaler = torch.amp.GradScaler("cuda") if setup.precision == "fp16" and self.device.type == "cuda" else None
-        meter = PeakMeter(self.device)
+        meter = PeakMeter(self.device, budget_bytes=self.cfg.gpu_memory)
         runner = PhaseRunner(self.cfg, i, self.model, inputs, ctx, micro, self.state,
                              on_epoch=self.metrics.append, save=self._save,
                              best_state=self.best, scaler=scaler)
@@ -185,7 +185,7 @@ class _Run:
             "best": self.best,
             "run": self.state.to_dict(),
             "resolution": self.resolution,
-            "versions": {"snugtune": __version__, "torch": torch.__version__,
+            "versions": {"snugtune": __version__, "torch": str(torch.__version__),
                          "python": platform.python_version()},
             **extra,
         }

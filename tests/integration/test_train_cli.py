@@ -1,0 +1,98 @@
+"""End to end through the CLI: train, outputs, evaluate, predict, resume, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from snugtune.cli import main
+
+from .conftest import FAST
+
+EXPECTED = ["config.yaml", "metrics.csv", "summary.json", "model.safetensors", "model_card.json",
+            "learning_curves.png", "confusion_matrix.png", "report.md", "report.html", "plan.json",
+            "split.json", "checkpoints/last.pt"]
+
+
+def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_data), "--out", str(run), *FAST, "--epochs", "2"]) == 0
+    for name in EXPECTED:
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["classes"] == ["class_0", "class_1", "class_2"]
+    assert [p["name"] for p in summary["phases"]] == ["head", "finetune"]
+    assert all(p["epochs_run"] == 2 and p["seconds"] > 0 for p in summary["phases"])
+    assert 0.0 <= summary["best_val_accuracy"] <= 1.0
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    for col in ("phase", "train_loss", "val_accuracy", "lr", "seconds", "images_per_s", "samples_seen"):
+        assert col in header
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["classes"] == summary["classes"] and card["preprocessing"]["size"] == 32
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert 0.0 <= ev["accuracy"] <= 1.0 and len(ev["per_class"]) == 3
+    img = next((tiny_data / "class_1").iterdir())
+    assert main(["predict", str(run), str(img), "--top-k", "2", "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds[0]["top"]) == 2
+
+
+def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [*FAST, "--head-epochs", "4", "--finetune-epochs", "2", "--lr", "3e-3"]
+    assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
+    assert json.loads((run / "summary.json").read_text())["best_val_accuracy"] >= 0.8
+
+
+def test_resume_after_a_stopped_run_gives_identical_weights(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [*FAST, "--epochs", "2", "--deterministic"]
+    straight = tmp_path / "straight"
+    assert main(["train", str(tiny_data), "--out", str(straight), *args]) == 0
+
+    from snugtune.train.phase import PhaseRunner
+
+    original, calls = PhaseRunner._epoch, {"n": 0}
+
+    def crash_on_third_epoch(self, *a, **k):  # two epochs checkpointed, then a "crash"
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(PhaseRunner, "_epoch", crash_on_third_epoch)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["train", str(tiny_data), "--out", str(stopped), *args])
+    assert not (stopped / "model.safetensors").exists()
+    monkeypatch.setattr(PhaseRunner, "_epoch", original)
+    assert main(["train", "--resume", str(stopped)]) == 0
+
+    a, b = load_file(straight / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all(), k
+    rows = (stopped / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4  # header + one row per epoch, none duplicated
+
+
+def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_data), "--out", str(run), *FAST, "--epochs", "1"]) == 0
+    assert main(["train", str(tiny_data), "--out", str(run), *FAST]) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_config_errors_are_listed_together_with_exit_code_2(tiny_data: Path, capsys) -> None:
+    code = main(["train", str(tiny_data), "--val-split", "1.5", "--batch-size", "0",
+                 "--augment", "zoom_range=3", "--gpu-memory", "lots"])
+    err = capsys.readouterr().err
+    assert code == 2
+    for flag in ("--val-split", "--batch-size", "augment.zoom_range", "--gpu-memory"):
+        assert flag in err
+    assert err.count("\n") == 1  # one line
