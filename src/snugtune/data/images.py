@@ -152,9 +152,9 @@ def decode_image(path: str | Path, *, draft_size: int | None = None) -> LoadedIm
             rawmode = _rawmode(im)  # before getexif(), which loads PNGs and clears the tile
             orientation = _orientation(im)
             conversions = [_multi_frame(im)] if _is_animated(im) else []
+            size = _upright_size(_original_size(im), orientation)  # full size, before draft
             if draft_size and im.format == "JPEG":
                 im.draft(None, (draft_size, draft_size))  # None: keep L/CMYK as stored
-            size = _upright_size(_original_size(im), orientation)
             im.load()
             rgb = _to_rgb(im, rawmode, conversions)
     except ImageLoadError:
