@@ -10,6 +10,7 @@ read with an unpickler that can build numpy arrays and nothing else (no code run
 from __future__ import annotations
 
 import gzip
+import importlib
 import importlib.util
 import json
 import logging
@@ -84,10 +85,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def _reconstruct() -> Any:
     try:
-        from numpy._core.multiarray import _reconstruct as fn  # numpy >= 2
+        module = importlib.import_module("numpy._core.multiarray")  # numpy >= 2
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct as fn
-    return fn
+        module = importlib.import_module("numpy.core.multiarray")
+    return module._reconstruct
 
 
 def _package_data_dir() -> Path:
@@ -142,7 +143,7 @@ def write_animal_mnist(dest: str | Path, *, per_class: int | None = None, seed: 
         ``dest`` as a Path.
     """
     dest = Path(dest)
-    wanted = {"dataset": "animal-mnist 0.4", "per_class": per_class, "seed": seed}
+    wanted: dict[str, Any] = {"dataset": "animal-mnist 0.4", "per_class": per_class, "seed": seed}
     marker = dest / _MARKER
     if _complete(dest, marker, wanted):
         log.info("Animal-MNIST already complete in %s", dest)

@@ -149,13 +149,14 @@ def decode_image(path: str | Path, *, draft_size: int | None = None) -> LoadedIm
         with Image.open(path) as im:
             fmt = im.format or fmt
             _check_pixels(path, im.size)
-            rawmode = _rawmode(im)  # before getexif(), which loads PNGs and clears the tile
-            orientation = _orientation(im)
-            conversions = [_multi_frame(im)] if _is_animated(im) else []
-            size = _upright_size(_original_size(im), orientation)  # full size, before draft
+            rawmode = _rawmode(im)  # read before load() clears the tile
+            conversions = [_multi_frame(im)] if _is_animated(im) else []  # seeks: before load
+            full_size = _original_size(im)
             if draft_size and im.format == "JPEG":
                 im.draft(None, (draft_size, draft_size))  # None: keep L/CMYK as stored
-            im.load()
+            im.load()  # decode errors (truncation...) surface here, not hidden in getexif()
+            orientation = _orientation(im)
+            size = _upright_size(full_size, orientation)
             rgb = _to_rgb(im, rawmode, conversions)
     except ImageLoadError:
         raise
@@ -197,13 +198,15 @@ def _is_animated(im: Image.Image) -> bool:
 
 
 def _multi_frame(im: Image.Image) -> str:
-    return f"multi-frame {im.format or ''}: first frame used".replace("  ", " ")
+    return f"multi-frame {im.format or 'image'}: first frame used"
 
 
 def _rawmode(im: Image.Image) -> str:
-    if not im.tile:
+    """How the file stores pixels, e.g. "RGB;16B" for a 16-bit RGB PNG that loads as RGB."""
+    tile = getattr(im, "tile", None)
+    if not tile:
         return im.mode
-    args: Any = im.tile[0][3]
+    args: Any = tile[0][3]
     return str(args[0] if isinstance(args, tuple) and args else args)
 
 

@@ -62,7 +62,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.transform = transform
         self.draft_size = draft_size
         self.seed = seed
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._epoch = _epoch_counter(seed is not None)
 
     @property
     def labels(self) -> tuple[int, ...]:
@@ -84,6 +84,17 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_item_seed(self.seed, int(self._epoch[0]), index))
             return self.transform(image), sample.label
+
+
+def _epoch_counter(shared: bool) -> torch.Tensor:
+    """A one-element epoch tensor; in shared memory when persistent workers must see it."""
+    epoch = torch.zeros(1, dtype=torch.int64)
+    if shared:
+        try:
+            epoch.share_memory_()
+        except RuntimeError as e:  # e.g. no /dev/shm in a container
+            log.warning("epoch counter not shared (%s): use workers=0 with per-sample seeds", e)
+    return epoch
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
@@ -127,8 +138,7 @@ def make_loader(
     """A DataLoader with a seeded generator and machine-sized workers.
 
     Args:
-        dataset: e.g. an ``ImageDataset``.
-        batch_size: items per batch.
+        dataset: e.g. an ``ImageDataset``; batch_size: items per batch.
         shuffle: reshuffle every epoch (from the seeded generator); not with ``sampler``.
         sampler: custom sampler (e.g. weighted, distributed); its own seed applies.
         seed: seeds the shuffle order and the worker RNG base seeds.

@@ -134,6 +134,8 @@ def build_messy_tree(root: Path) -> tuple[dict[str, str], dict[str, str], set[st
     os.symlink("loop_b.jpg", cats / "loop_a.jpg")
     os.symlink("loop_a.jpg", cats / "loop_b.jpg")
     skipped["cats/loop_a.jpg"] = skipped["cats/loop_b.jpg"] = "symlink loop"
+    os.mkfifo(cats / "pipe.jpg")  # never opened: reading a FIFO would block the scan
+    skipped["cats/pipe.jpg"] = "not a regular file"
     os.symlink(full, cats / "alias.jpg")  # a valid file symlink is an ordinary sample
     usable.add("cats/alias.jpg")
     _rgb().save(cats / "café au lait ü.png")
