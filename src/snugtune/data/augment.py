@@ -118,7 +118,8 @@ def _geometry(aug: AugmentConfig, size: int, interp: v2.InterpolationMode) -> li
         translate=shift if any(shift) else None,
         scale=(1 - aug.zoom_range, 1 + aug.zoom_range) if aug.zoom_range else None,
         shear=aug.shear_range or None,
-        interpolation=interp,
+        # Tensor grid sampling has only nearest/bilinear; bicubic backbones get bilinear here.
+        interpolation=interp if interp != v2.InterpolationMode.BICUBIC else v2.InterpolationMode.BILINEAR,
         fill=int(round(min(max(aug.cval, 0.0), 255.0))),
     )
     if margin == 0:

@@ -66,8 +66,10 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Plain 8-bit grayscale is replicated to RGB without loss and is not reported: listing every
+# file of a grayscale dataset (Animal-MNIST, X-rays) would bury the conversions that matter.
+_SILENT_MODES = ("L",)
 _SIMPLE_MODES = {
-    "L": "grayscale converted to RGB",
     "1": "1-bit black-and-white converted to RGB",
     "P": "palette converted to RGB",
     "CMYK": "CMYK converted to RGB",
@@ -223,6 +225,8 @@ def _to_rgb(im: Image.Image, rawmode: str, conversions: list[str]) -> Image.Imag
         if ";16" in rawmode:
             conversions.append("16-bit converted to 8-bit RGB")
         return im.copy()
+    if mode in _SILENT_MODES:
+        return im.convert("RGB")
     if mode in _SIMPLE_MODES:
         conversions.append(_SIMPLE_MODES[mode])
         return im.convert("RGB")

@@ -161,3 +161,15 @@ def test_mixer_off_mixup_cutmix_both() -> None:
         assert torch.allclose(y.sum(1), torch.ones(8))
         assert torch.equal(x, x2) and torch.equal(y, y2)
         assert not torch.equal(x, images)
+
+
+def test_bicubic_backbones_still_augment() -> None:
+    """timm backbones ask for bicubic; tensor affine only has nearest/bilinear."""
+    from PIL import Image
+
+    from snugtune.config import AugmentConfig
+    from snugtune.data import build_transforms
+
+    tf = build_transforms(AugmentConfig(), size=48, mean=[0.5] * 3, std=[0.5] * 3, train=True,
+                          interpolation="bicubic")
+    assert tf(Image.new("RGB", (28, 28))).shape == (3, 48, 48)

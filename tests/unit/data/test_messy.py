@@ -124,7 +124,7 @@ def build_messy_tree(root: Path) -> tuple[dict[str, str], dict[str, str], set[st
     _exif_rotated(cats / "rotated.jpg")
     converted["cats/rotated.jpg"] = "EXIF-rotated upright"
     Image.new("L", (12, 12), 100).save(cats / "grey.png")
-    converted["cats/grey.png"] = "grayscale converted to RGB"
+    usable.add("cats/grey.png")  # plain grayscale: replicated to RGB, not reported
     write_png_header(cats / "bomb.png", 50_000, 50_000)
     skipped["cats/bomb.png"] = "decompression bomb: 2500000000 pixels > limit 89478485"
     write_png_header(cats / "big.png", 10_000, 10_000)

@@ -117,7 +117,7 @@ def test_cache_reuses_unchanged_files_and_rechecks_changed_ones(tmp_path, monkey
     assert decoded == []
 
     target = root / "class_0" / "img_1.png"
-    Image.new("L", (20, 20), 7).save(target)  # changed size/mtime, now grayscale
+    Image.new("P", (20, 20), 7).save(target)  # changed size/mtime, now palette
     (root / "class_1" / "img_2.png").unlink()
     _img(root / "class_1" / "new.png")
     r = scan_folder(root, cache_path=cache)
