@@ -8,10 +8,15 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
 
 from snugtune.errors import SnugtuneError
 
@@ -40,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (also used by ``python -m snugtune``)."""
+    """Run the CLI; returns the exit code (also used by ``python -m snugtune``).
+
+    Every failure becomes one line on stderr (``--debug`` re-raises it for the traceback):
+    a ``SnugtuneError`` exits with its code (2 for config errors, else 1), any other exception
+    with 1. Ctrl-C and SIGTERM exit 130; a training run has checkpointed every completed epoch
+    (and finishes a checkpoint being written), so ``train --resume`` loses at most the epoch
+    in progress.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -49,12 +61,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except SnugtuneError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - an unexpected failure is still one line
+        if args.debug:
+            raise
+        print(
+            f"error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (multi-line messages joined with "; ")."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return "; ".join(lines) or type(e).__name__
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted ``train`` run, if it got far enough to have a folder."""
+    if args.command != "train":
+        return ""
+    run = Path(args.resume or args.out or "runs/latest")
+    if not (run / "config.yaml").exists():
+        return ""
+    return f"; completed epochs are checkpointed, continue with: snugtune train --resume {run}"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a scheduler's stop, a container shutdown) like Ctrl-C while
+    the command runs; the previous handler comes back afterwards. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

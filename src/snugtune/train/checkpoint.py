@@ -2,28 +2,60 @@
 
 A checkpoint is a plain dict of tensors and primitives, written with ``torch.save`` and read
 with ``torch.load(weights_only=True)``, so loading never runs code. ``last.pt`` is the newest;
-``prev.pt`` the one before. A partial or corrupt ``last.pt`` (a kill mid-write leaves only a
-temp file, but a bad disk or a copy can still corrupt it) falls back to ``prev.pt``.
+``prev.pt`` the one before.
+
+Writing one (``save_checkpoint``)::
+
+    .staged.pt.tmp-<pid>  --fsync, rename-->  .staged.pt     (complete, not yet current)
+    last.pt               --rename-->         prev.pt
+    .staged.pt            --rename-->         last.pt
+
+A ``kill -9`` at any moment leaves a loadable state: a partial temp file is ignored (and
+deleted by the next save), and a complete ``.staged.pt`` without ``last.pt`` (killed between
+the two renames) is the newest. Every checkpoint carries a SHA-256 digest of its content, so a
+file that loads but was damaged later (bad disk, interrupted copy) is detected as well; a
+corrupt or partial ``last.pt`` falls back to ``prev.pt``. A file that asks the unpickler for a
+code object (a malicious pickle) is refused outright: no fallback, since someone tampered with
+the run. SIGINT/SIGTERM arriving while a checkpoint is written are held until it is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import logging
 import os
+import pickle
+import re
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from snugtune.errors import CheckpointError
+from snugtune.units import format_bytes
 
-__all__ = ["atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "DiskFullError",
+    "atomic_write_bytes",
+    "load_checkpoint",
+    "payload_digest",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
-LAST, PREV = "last.pt", "prev.pt"
+LAST, PREV, STAGED = "last.pt", "prev.pt", ".staged.pt"
 FORMAT = 1
+DIGEST_KEY = "sha256"
+_TMP_MARK = ".tmp-"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -34,13 +66,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it wraps is ENOSPC/EDQUOT.
+
+    ``torch.save`` re-raises a failed ``write`` as a RuntimeError from its zip writer, with
+    the original OSError only as ``__context__``, so the whole chain is searched.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class DiskFullError(CheckpointError):
+    """No space left for an atomic write; the file being replaced is unchanged."""
+
+    def __init__(self, path: Path, free_bytes: int) -> None:
+        self.path, self.free_bytes = path, free_bytes
+        super().__init__(
+            f"disk full while writing {path} ({format_bytes(free_bytes)} free); "
+            f"{path.name} is unchanged. Free some space and try again"
+        )
+
+
+def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(file)`` on a temp file next to ``path``, fsync, then rename over ``path``.
 
+    Whatever goes wrong (including an interrupt), the temp file is removed and ``path`` is
+    left as it was.
+
     Raises:
-        CheckpointError: the disk is full (the previous file is kept untouched).
+        DiskFullError: the disk is full (``path`` is left untouched).
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name.lstrip('.')}{_TMP_MARK}{os.getpid()}")
     try:
         with tmp.open("wb") as f:
             write(f)
@@ -48,49 +110,155 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(
-                f"disk full while writing {path}; the previous checkpoint is kept. "
-                "Free some space and run again with --resume"
-            ) from e
+        if _disk_full(e):
+            raise DiskFullError(path, shutil.disk_usage(path.parent).free) from e
         raise
 
 
+def payload_digest(obj: Any) -> str:
+    """SHA-256 over the content of a checkpoint payload: tensors by dtype, shape and bytes,
+    containers in order, everything else by type and ``repr`` (exact for floats)."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        t = (t.to_dense() if t.layout != torch.strided else t).cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy())
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}|".encode())
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, list | tuple):
+        h.update(f"L{len(obj)}|".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver the first one received.
+
+    A Ctrl-C during the write would otherwise abort it; this way the checkpoint completes and
+    the interrupt takes effect right after. Only possible in the main thread, and only for
+    signals whose current handler was installed from Python (others are left alone).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if not received:
+            log.info("finishing the checkpoint being written, then stopping")
+        received.append(signum)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: set outside Python, could not be restored
+            previous[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled as if it arrived just now
+
+
+def _remove_stale_temps(ckpt_dir: Path) -> None:
+    """Delete temp files left by killed writers (other pids); they can be as big as a
+    checkpoint and would otherwise fill the disk over many interruptions."""
+    mine = f"{_TMP_MARK}{os.getpid()}"
+    for p in ckpt_dir.glob(f".*{_TMP_MARK}*"):
+        if not p.name.endswith(mine):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                log.debug("removed %s, left by an interrupted checkpoint", p)
+
+
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` as the newest checkpoint; the old newest becomes ``prev.pt``."""
+    """Write ``state`` as the newest checkpoint; the old newest becomes ``prev.pt``.
+
+    Raises:
+        CheckpointError: the disk filled up; ``last.pt`` and ``prev.pt`` are unchanged.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    last = ckpt_dir / LAST
+    _remove_stale_temps(ckpt_dir)
+    last, staged = ckpt_dir / LAST, ckpt_dir / STAGED
     payload = {"format": FORMAT, **state}
-    tmp_name = ckpt_dir / ".staged.pt"
-    atomic_write_bytes(tmp_name, lambda f: torch.save(payload, f))
-    if last.exists():
-        os.replace(last, ckpt_dir / PREV)
-    os.replace(tmp_name, last)
-    _fsync_dir(ckpt_dir)
+    payload[DIGEST_KEY] = payload_digest(payload)
+    with _signals_held():
+        try:
+            atomic_write_bytes(staged, lambda f: torch.save(payload, f))
+        except DiskFullError as e:
+            kept = f"the previous one ({LAST}) is kept" if last.exists() else "none was lost"
+            raise CheckpointError(
+                f"disk full while writing a checkpoint in {ckpt_dir} "
+                f"({format_bytes(e.free_bytes)} free); {kept}. Free some space, then continue "
+                f"with snugtune train --resume {ckpt_dir.parent}"
+            ) from e
+        if last.exists():
+            os.replace(last, ckpt_dir / PREV)
+        os.replace(staged, last)
+        _fsync_dir(ckpt_dir)
     return last
+
+
+def _unsafe_global(exc: BaseException) -> str | None:
+    """The code object a pickle asked for (``posix.system``), if that is why it failed."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    m = _UNSAFE_GLOBAL.search(str(exc))
+    return m.group(1) if m else None
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or unsafe: all unusable
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable or unsafe ({first})") from e
+        name = _unsafe_global(e)
+        if name is not None:
+            raise _Unsafe(
+                f"checkpoint {path} refused: loading it would call {name}, i.e. run code "
+                "(snugtune checkpoints hold only tensors and plain values); it was not written "
+                "by snugtune. Delete it to continue from the previous checkpoint, or start a "
+                "new run"
+            ) from e
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable ({first})") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a snugtune checkpoint (format {FORMAT})")
+    expected = obj.pop(DIGEST_KEY, None)
+    if expected is None:  # written before digests existed
+        log.debug("checkpoint %s has no digest; not verified", path)
+    elif payload_digest(obj) != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt (content does not match its digest)")
     return obj
+
+
+class _Unsafe(CheckpointError):
+    """A checkpoint that would run code: refused without falling back."""
 
 
 def load_checkpoint(ckpt_dir: Path) -> dict[str, Any] | None:
     """The newest readable checkpoint, or None when there is none yet.
 
     Raises:
-        CheckpointError: checkpoints exist but none can be read safely.
+        CheckpointError: checkpoints exist but none can be read, or one would run code.
     """
     errors: list[str] = []
-    staged = ckpt_dir / ".staged.pt"
+    staged = ckpt_dir / STAGED
     candidates = [ckpt_dir / LAST, ckpt_dir / PREV]
     if staged.exists() and not (ckpt_dir / LAST).exists():
         candidates.insert(0, staged)  # killed between the two renames: the staged one is complete
@@ -99,10 +267,14 @@ def load_checkpoint(ckpt_dir: Path) -> dict[str, Any] | None:
             continue
         try:
             state = _read(path)
+        except _Unsafe:
+            raise
         except CheckpointError as e:
             errors.append(str(e))
             log.warning("%s; trying the previous checkpoint", e)
             continue
+        if errors:
+            log.warning("resuming from %s instead", path.name)
         return state
     if errors:
         raise CheckpointError("; ".join(errors) + ". Start a new run (without --resume)")

@@ -1,0 +1,187 @@
+"""Run ``snugtune`` and freeze at a chosen point so a test can ``kill -9`` it exactly there.
+
+Usage::
+
+    python tests/integration/_interruptible.py POINT MARKER -- snugtune arguments...
+
+At POINT the process writes the file MARKER (its content names the point) and sleeps; the
+test polls for MARKER, then sends SIGKILL. Freezing instead of exiting means the kill hits
+a process in the middle of real work: open files, partial temp files, a half-done rename
+sequence. The points only wrap functions (nothing else changes), so what the test resumes
+is exactly what a real kill at that moment would leave.
+
+POINT is one of:
+
+``scan:N``
+    inside the N-th image decode of the folder scan (before any checkpoint exists).
+``step:N``
+    right after the N-th optimizer step of this process (mid-epoch when N is not a
+    multiple of the steps per epoch).
+``write:N``
+    halfway through the bytes of the N-th checkpoint this process writes: its temp file is
+    partial, ``last.pt``/``prev.pt`` untouched.
+``renamed:N``
+    inside the N-th checkpoint, between its two renames: ``last.pt`` is already
+    ``prev.pt`` and the new one is still ``.staged.pt``.
+``saved:N``
+    right after the N-th checkpoint became ``last.pt``: between two epochs (or phases).
+``outputs``
+    halfway through writing the final weights (after the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch  # patched before snugtune imports ``save_file`` from it
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+
+def _freezer(marker: Path, point: str) -> Callable[[], None]:
+    """A function that announces ``point`` through ``marker`` and then never returns."""
+
+    def freeze() -> None:
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(f"{point} pid={os.getpid()} thread={threading.current_thread().name}\n")
+        os.replace(tmp, marker)
+        while True:  # wait for SIGKILL
+            time.sleep(60)
+
+    return freeze
+
+
+def _counter(n: int) -> Callable[[], bool]:
+    """True on exactly the ``n``-th call."""
+    state = {"calls": 0}
+    lock = threading.Lock()  # the scan decodes in a thread pool
+
+    def tick() -> bool:
+        with lock:
+            state["calls"] += 1
+            return state["calls"] == n
+
+    return tick
+
+
+def _at_scan(n: int, freeze: Callable[[], None]) -> None:
+    scan = importlib.import_module("snugtune.data.scan")
+
+    original, hit = scan.decode_image, _counter(n)
+
+    def decode_image(*a: Any, **k: Any) -> Any:
+        if hit():
+            freeze()
+        return original(*a, **k)
+
+    scan.decode_image = decode_image  # type: ignore[assignment]
+
+
+def _at_step(n: int, freeze: Callable[[], None]) -> None:
+    hit = _counter(n)
+
+    def after_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+        if hit():
+            freeze()
+
+    register_optimizer_step_post_hook(after_step)
+
+
+def _at_write(n: int, freeze: Callable[[], None]) -> None:
+    original, hit = torch.save, _counter(n)
+
+    def save(obj: Any, f: Any, *a: Any, **k: Any) -> None:
+        if ".staged.pt" not in str(getattr(f, "name", "")) or not hit():  # checkpoints only
+            original(obj, f, *a, **k)
+            return
+        buf = io.BytesIO()
+        original(obj, buf, *a, **k)
+        data = buf.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        freeze()
+
+    torch.save = save
+
+
+class _OsWithHook:
+    """The ``os`` module as ``snugtune.train.checkpoint`` sees it, with ``replace`` watched."""
+
+    def __init__(self, on_replace: Callable[[str, str], None]) -> None:
+        self._on_replace = on_replace
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def replace(self, src: Any, dst: Any) -> None:
+        os.replace(src, dst)
+        self._on_replace(Path(src).name, Path(dst).name)
+
+
+def _at_checkpoint(kind: str, n: int, freeze: Callable[[], None]) -> None:
+    ckpt = importlib.import_module("snugtune.train.checkpoint")
+
+    saves = {"n": 0}
+
+    def on_replace(src: str, dst: str) -> None:
+        if src == ckpt.STAGED and dst == ckpt.LAST:
+            saves["n"] += 1  # the N-th checkpoint is complete
+            if kind == "saved" and saves["n"] == n:
+                freeze()
+        elif src == ckpt.LAST and dst == ckpt.PREV and kind == "renamed" and saves["n"] == n - 1:
+            freeze()
+
+    ckpt.os = _OsWithHook(on_replace)  # type: ignore[assignment]
+
+
+def _at_outputs(freeze: Callable[[], None]) -> None:
+    def save_file(tensors: dict[str, torch.Tensor], filename: str, *a: Any, **k: Any) -> None:
+        data = safetensors.torch.save(tensors)
+        with open(filename, "wb") as f:
+            f.write(data[: len(data) // 2])
+        freeze()
+
+    safetensors.torch.save_file = save_file
+
+
+def install(point: str, marker: Path) -> None:
+    """Arrange for the process to freeze at ``point`` (see the module docstring)."""
+    freeze = _freezer(marker, point)
+    kind, _, arg = point.partition(":")
+    n = int(arg) if arg else 0
+    if kind == "scan":
+        _at_scan(n, freeze)
+    elif kind == "step":
+        _at_step(n, freeze)
+    elif kind == "write":
+        _at_write(n, freeze)
+    elif kind in ("renamed", "saved"):
+        _at_checkpoint(kind, n, freeze)
+    elif kind == "outputs":
+        _at_outputs(freeze)
+    else:
+        raise SystemExit(f"unknown point {point!r}")
+
+
+def main(argv: list[str]) -> int:
+    """``POINT MARKER -- ARGS``: install the freeze point, then run ``snugtune ARGS``."""
+    point, marker, sep, *args = argv
+    if sep != "--":
+        raise SystemExit("usage: _interruptible.py POINT MARKER -- snugtune arguments...")
+    install(point, Path(marker))
+    from snugtune.cli import main as snugtune_main
+
+    return snugtune_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
