@@ -1,0 +1,203 @@
+"""Device model: from a traced tensor log to the memory a device really needs.
+
+CUDA (``nvidia-smi`` view of a training process)::
+
+    predicted = context + reserved_peak
+    reserved_peak = caching-allocator replay of [tensor allocations and frees
+                    + cuBLAS workspaces (one per handle: forward thread, autograd thread)
+                    + cuDNN workspace around each convolution]
+
+The replay (:mod:`.allocator`) accounts for 512 B rounding, 2 MiB / 20 MiB segments, splitting
+and fragmentation by construction instead of a flat percentage.
+
+CPU: no allocator model (glibc/c10 return memory at page granularity), but oneDNN's reorder
+buffers around each convolution are replayed the same way (:mod:`.backends`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snugtune.errors import ConfigError
+from snugtune.memory.allocator import CachingAllocatorModel
+from snugtune.memory.backends import (
+    cudnn_workspace_bytes,
+    onednn_block,
+    onednn_conv_extra_bytes,
+)
+from snugtune.memory.trace import ALLOC, CONV, FREE, MARK, Trace
+from snugtune.units import GIB, KIB, MIB
+
+__all__ = [
+    "CUBLAS_WORKSPACE_BYTES",
+    "CUBLAS_WORKSPACE_BYTES_SM90",
+    "DEFAULT_CONTEXT_BYTES",
+    "GPU_PROFILES",
+    "DeviceEstimate",
+    "GpuProfile",
+    "get_gpu_profile",
+    "replay",
+]
+
+# cuBLAS workspace per handle and stream. Source: aten/src/ATen/cuda/CublasHandlePool.cpp,
+# default CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" = 2 x 4096 KiB + 8 x 16 KiB; 32 MiB on sm90.
+CUBLAS_WORKSPACE_BYTES = 2 * 4096 * KIB + 8 * 16 * KIB
+CUBLAS_WORKSPACE_BYTES_SM90 = 8 * 4096 * KIB
+# Handles are per thread: the forward runs on the Python thread, backward on the autograd
+# engine's device thread (torch/csrc/autograd/engine.cpp), so a training step holds two.
+CUBLAS_HANDLES = 2
+# The CUDA context plus the kernel images of the CUDA runtime, cuBLAS and cuDNN, as
+# nvidia-smi shows it for a PyTorch process before its first tensor. It depends on the driver,
+# the CUDA/cuDNN versions and lazy module loading far more than on the GPU. Default: the
+# intercept of ../shared/calibration (GPUMemNet, A100, PyTorch 2.x): its smallest models
+# (test_vit, ~0.1 GiB of tensors at batch 8) read ~1.7 GiB.
+DEFAULT_CONTEXT_BYTES = 1600 * MIB
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """A GPU the planner can target by name.
+
+    Attributes:
+        name: the profile's name (``--gpu``).
+        memory_bytes: total device memory; ``None`` for the generic profile.
+        context_bytes: memory held by the CUDA context and loaded libraries.
+        compute_capability: (major, minor).
+        bf16: whether bf16 autocast runs on tensor cores (sm80+); else fp16 is preferred.
+        description: for people.
+    """
+
+    name: str
+    memory_bytes: int | None
+    context_bytes: int
+    compute_capability: tuple[int, int]
+    bf16: bool
+    description: str
+
+    @property
+    def cublas_workspace_bytes(self) -> int:
+        """cuBLAS workspace of one handle on this GPU."""
+        if self.compute_capability == (9, 0):
+            return CUBLAS_WORKSPACE_BYTES_SM90
+        return CUBLAS_WORKSPACE_BYTES
+
+
+GPU_PROFILES: dict[str, GpuProfile] = {
+    p.name: p
+    for p in (
+        GpuProfile("generic", None, DEFAULT_CONTEXT_BYTES, (7, 5), False,
+                   "any CUDA GPU (fp16 autocast, default context size)"),
+        GpuProfile("a100-40gb", 40_536 * MIB, DEFAULT_CONTEXT_BYTES, (8, 0), True,
+                   "NVIDIA A100 40 GB (sm80)"),
+        GpuProfile("h100-80gb", 81_559 * MIB, DEFAULT_CONTEXT_BYTES, (9, 0), True,
+                   "NVIDIA H100 80 GB (sm90)"),
+        GpuProfile("t4-16gb", 15_360 * MIB, DEFAULT_CONTEXT_BYTES, (7, 5), False,
+                   "NVIDIA T4 16 GB (sm75, Colab)"),
+        GpuProfile("rtx2070-8gb", 8_192 * MIB, DEFAULT_CONTEXT_BYTES, (7, 5), False,
+                   "NVIDIA GeForce RTX 2070 8 GB (sm75)"),
+    )
+}
+
+
+def get_gpu_profile(name: str) -> GpuProfile:
+    """The profile called ``name``.
+
+    Raises:
+        ConfigError: unknown name; the message lists the known ones.
+    """
+    try:
+        return GPU_PROFILES[name.lower()]
+    except KeyError:
+        known = ", ".join(GPU_PROFILES)
+        raise ConfigError(f"--gpu: unknown GPU profile {name!r}; use one of {known}") from None
+
+
+@dataclass(frozen=True)
+class DeviceEstimate:
+    """What a device needs for a traced step.
+
+    Attributes:
+        tensor_peak_bytes: live tensor bytes at the peak, library workspaces included (what
+            ``torch.cuda.max_memory_allocated`` would count, unrounded).
+        peak_index: event index of that peak in the trace.
+        backend_bytes: library workspace bytes live at the peak.
+        train_peak_bytes: the same peak over the training steps only.
+        eval_peak_bytes: the same peak over the evaluation step only.
+        reserved_bytes: allocator segments at the end (CUDA; equals the tensor peak on CPU).
+        context_bytes: CUDA context (0 on CPU).
+        predicted_peak_bytes: the device total.
+    """
+
+    tensor_peak_bytes: int
+    peak_index: int
+    backend_bytes: int
+    train_peak_bytes: int
+    eval_peak_bytes: int
+    reserved_bytes: int
+    context_bytes: int
+    predicted_peak_bytes: int
+
+
+def replay(
+    trace: Trace, device: str, gpu: GpuProfile | None = None, *, channels_last: bool = False
+) -> DeviceEstimate:
+    """Replay ``trace`` on the device model of ``device`` (``"cuda"`` or ``"cpu"``)."""
+    cuda = device == "cuda"
+    gpu = gpu or GPU_PROFILES["generic"]
+    alloc = CachingAllocatorModel() if cuda else None
+    block = onednn_block()
+    persistent = 0
+    if alloc is not None:
+        for h in range(CUBLAS_HANDLES):
+            alloc.malloc(-1 - h, gpu.cublas_workspace_bytes)
+            persistent += gpu.cublas_workspace_bytes
+    eval_mark = trace.labels.index("eval") if "eval" in trace.labels else -1
+    live, in_eval = 0, False
+    best = [0, 0, 0]  # bytes, index, backend bytes: training and overall
+    peaks = [0, 0]  # train, eval
+    for i, (kind, ref, nbytes) in enumerate(trace.events):
+        extra = 0
+        if kind == ALLOC or kind == FREE:
+            if cuda and trace.infos[ref].device == "host":
+                continue
+            if kind == ALLOC:
+                live += nbytes
+                if alloc is not None:
+                    alloc.malloc(ref, nbytes)
+            else:
+                live -= nbytes
+                if alloc is not None:
+                    alloc.free(ref)
+                continue
+        elif kind == CONV:
+            call = trace.convs[ref]
+            extra = cudnn_workspace_bytes(call) if cuda else onednn_conv_extra_bytes(
+                call, block, channels_last
+            )
+            if alloc is not None and extra > 0:
+                alloc.malloc(-100 - i, extra)
+                alloc.free(-100 - i)
+        elif kind == MARK:
+            in_eval = in_eval or ref == eval_mark
+            continue
+        now = live + persistent + extra
+        peaks[in_eval] = max(peaks[in_eval], now)
+        if now > best[0]:
+            best = [now, i, persistent + extra]
+    reserved = alloc.peak_reserved if alloc is not None else best[0]
+    context = gpu.context_bytes if cuda else 0
+    return DeviceEstimate(
+        tensor_peak_bytes=best[0],
+        peak_index=best[1],
+        backend_bytes=best[2],
+        train_peak_bytes=peaks[0],
+        eval_peak_bytes=peaks[1],
+        reserved_bytes=reserved,
+        context_bytes=context,
+        predicted_peak_bytes=context + reserved,
+    )
+
+
+def bytes_gib(n: int) -> float:
+    """Bytes as GiB (for messages)."""
+    return n / GIB

@@ -1,0 +1,326 @@
+"""Runtime memory guards: a real cap on CUDA, a virtual device budget on the CPU.
+
+A plan is a prediction; these make the budget a promise (DESIGN.md section 2, step 4).
+
+* :class:`CudaBudget` caps the caching allocator of one CUDA device at the budget with
+  ``torch.cuda.set_per_process_memory_fraction(budget / total)``, so a 4 GiB plan really runs
+  inside 4 GiB of an 80 GiB card, and reads ``max_memory_allocated/reserved`` on exit. The
+  CUDA context (a few hundred MiB outside the caching allocator) is not capped by PyTorch;
+  the planner's device model accounts for it.
+* :class:`VirtualDeviceBudget` makes the CPU behave like a capped device, so the whole OOM
+  path (halve the micro-batch, retry the step, give up at 1 with a ``BudgetError``) runs in CI.
+  It is a ``TorchDispatchMode`` that counts the live bytes of every tensor storage of the
+  process and raises ``torch.OutOfMemoryError`` the moment an operator's new storage would
+  take the total over the budget, as ``c10::cuda::CUDACachingAllocator`` does.
+
+What the virtual device counts (a model of ``torch.cuda.memory_allocated``):
+
+* storages allocated by operators while the guard is active; a storage is identified by its
+  ``torch.UntypedStorage`` object, which PyTorch keeps alive exactly as long as the storage
+  ("PyObject preservation"), so views count once and a ``weakref`` callback subtracts a
+  storage when it is freed;
+* at entry, the parameters, buffers and gradients of every live ``nn.Module`` and the state of
+  every live optimizer (a real device holds them before the first step); the process is
+  assumed to hold one model, the one being trained;
+* any other tensor the moment an operator first reads it (optimizer state loaded from a
+  checkpoint, a batch made by ``torch.from_numpy``): it evidently lives on the device.
+
+Choices, and where the model is knowingly approximate:
+
+* The data loader. With ``--workers 0`` images are decoded in the main process, and the
+  decode temporaries and the collated effective batch are counted. On a GPU they are host
+  memory, but they die before the step's peak (backward) except the batch itself; counting the
+  whole effective batch, not just the micro-batch moved to the device, overstates the peak by
+  ``(batch - micro_batch)`` input images (0.6 MiB each at 224 px fp32): conservative, small.
+  Worker processes are never counted (the guard switches itself off in forked children).
+* Exact storage bytes: no 512 B rounding, no segment reserve, no cuBLAS/cuDNN workspace.
+  ``reserved_bytes`` is therefore not measured on the CPU.
+* A tensor adopted on first read may take the total over the budget without raising (it was
+  already allocated); the next allocation then raises.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from snugtune.errors import BudgetError
+from snugtune.units import format_bytes
+
+__all__ = ["CudaBudget", "OomEvent", "VirtualDeviceBudget", "existing_device_tensors"]
+
+log = logging.getLogger(__name__)
+
+_ACTIVE: weakref.WeakSet[VirtualDeviceBudget] = weakref.WeakSet()
+
+
+def _disable_in_child() -> None:
+    # A forked DataLoader worker inherits the parent's dispatch-mode stack; its allocations are
+    # host memory of another process, never the device's.
+    for guard in list(_ACTIVE):
+        guard._enabled = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disable_in_child)
+
+
+@dataclass(frozen=True)
+class OomEvent:
+    """One refused allocation: what was asked, what was live, under which budget."""
+
+    requested_bytes: int
+    live_bytes: int
+    budget_bytes: int
+    op: str
+
+    def message(self) -> str:
+        return (f"virtual device out of memory in {self.op}: tried to allocate "
+                f"{format_bytes(self.requested_bytes)} with {format_bytes(self.live_bytes)} "
+                f"live of a {format_bytes(self.budget_bytes)} budget")
+
+
+def existing_device_tensors() -> list[Tensor]:
+    """Parameters, buffers and gradients of every live module, and every optimizer's state.
+
+    What a real device holds before a phase starts. Runs ``gc.collect()`` first so modules of
+    finished runs are gone.
+    """
+    gc.collect()
+    found: list[Tensor] = []
+    for obj in gc.get_objects():
+        kind = type(obj)
+        if issubclass(kind, nn.Module):
+            found.extend(obj._parameters.values())
+            found.extend(obj._buffers.values())
+            found.extend(p.grad for p in obj._parameters.values() if p is not None)
+        elif issubclass(kind, torch.optim.Optimizer):
+            for state in obj.state.values():
+                found.extend(v for v in state.values() if isinstance(v, Tensor))
+    return [t for t in found if isinstance(t, Tensor)]
+
+
+class VirtualDeviceBudget(TorchDispatchMode):
+    """Count live tensor bytes of this process; raise ``torch.OutOfMemoryError`` over budget.
+
+    Use as a context manager. With ``budget_bytes=None`` it only measures.
+
+    Attributes:
+        live_bytes: bytes of the storages live now (among those counted).
+        peak_bytes: the highest ``live_bytes`` seen while active (refused allocations excluded).
+        entry_bytes: bytes already live at entry (see ``track_existing``).
+        ooms: every refused allocation, oldest first.
+    """
+
+    def __init__(self, budget_bytes: int | None = None, *, device: str = "cpu",
+                 track_existing: bool = True) -> None:
+        """Args:
+        budget_bytes: the virtual device's capacity; ``None`` to measure without a cap.
+        device: device type whose tensors are counted (others, e.g. meta or fake, are not).
+        track_existing: count modules and optimizers alive at entry
+            (:func:`existing_device_tensors`).
+        """
+        super().__init__()
+        self.budget_bytes = budget_bytes
+        self.device = device
+        self.track_existing = track_existing
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.entry_bytes = 0
+        self.ooms: list[OomEvent] = []
+        self._sizes: dict[int, int] = {}  # id(storage object) -> nbytes
+        self._refs: dict[int, weakref.ref[Any]] = {}  # keeps the free callbacks registered
+        self._lock = threading.Lock()
+        self._enabled = False
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> VirtualDeviceBudget:
+        if self.track_existing:
+            self.track(existing_device_tensors())
+        self.entry_bytes = self.live_bytes
+        if self.budget_bytes is not None and self.entry_bytes > self.budget_bytes:
+            self._release()
+            raise BudgetError(
+                f"Budget {format_bytes(self.budget_bytes)} < {format_bytes(self.entry_bytes)} "
+                "already held before the first step (weights, buffers, optimizer state). "
+                "Try a smaller model, --precision bf16, or a larger --gpu-memory")
+        self._enabled = True
+        _ACTIVE.add(self)
+        super().__enter__()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        super().__exit__(et, e, tb)
+        self._release()
+
+    def _release(self) -> None:
+        """Stop counting: drop every weakref (cancelling its callback), keep the figures."""
+        self._enabled = False
+        _ACTIVE.discard(self)
+        with self._lock:
+            self._refs.clear()
+            self._sizes.clear()
+
+    # ------------------------------------------------------------------ counting
+    def track(self, tensors: Iterable[Tensor | None]) -> None:
+        """Count tensors that exist already (each storage once), without a budget check."""
+        for t in tensors:
+            if t is not None:
+                self._adopt(t)
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+
+    def _storage(self, t: Tensor) -> Any | None:
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested: no storage
+            return None
+        # A FakeTensor reports a real device but its storage is on "meta": no memory.
+        return st if st.device.type == self.device else None
+
+    def _adopt(self, t: Any) -> int:
+        """Count ``t``'s storage if new (or resized); return the bytes added."""
+        st = self._storage(t)
+        if st is None:
+            return 0
+        key, nbytes = id(st), int(st.nbytes())
+        if self._sizes.get(key) == nbytes:  # fast path: already counted, same size
+            return 0
+        with self._lock:
+            old = self._sizes.get(key)
+            if old is None:
+                self._refs[key] = weakref.ref(st, self._freed_callback(key))
+            elif old == nbytes:
+                return 0
+            self._sizes[key] = nbytes
+            added = nbytes - (old or 0)
+            self.live_bytes += added
+        return added
+
+    def _freed_callback(self, key: int) -> Any:
+        def freed(_: Any) -> None:
+            with self._lock:
+                nbytes = self._sizes.pop(key, None)
+                self._refs.pop(key, None)
+                if nbytes is not None:
+                    self.live_bytes -= nbytes
+
+        return freed
+
+    def _new_bytes(self, out: Any) -> int:
+        """Bytes ``out``'s storages would add, without counting them yet."""
+        total, seen = 0, set()
+        for t in _tensors(out):
+            st = self._storage(t)
+            if st is None or id(st) in seen:
+                continue
+            seen.add(id(st))
+            total += max(0, int(st.nbytes()) - self._sizes.get(id(st), 0))
+        return total
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if not self._enabled:
+            return func(*args, **kwargs)
+        for t in _tensors(args):
+            self._adopt(t)
+        out = func(*args, **kwargs)
+        if self.budget_bytes is not None:
+            new = self._new_bytes(out)
+            if new and self.live_bytes + new > self.budget_bytes:
+                self._refuse(new, str(func))
+        for t in _tensors(out):
+            self._adopt(t)
+        if self.live_bytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes
+        return out
+
+    def _refuse(self, requested: int, op: str) -> None:
+        assert self.budget_bytes is not None
+        event = OomEvent(requested, self.live_bytes, self.budget_bytes, op)
+        self.ooms.append(event)
+        log.debug("%s", event.message())
+        raise torch.OutOfMemoryError(event.message())
+
+
+def _tensors(tree: Any) -> list[Tensor]:
+    """Tensors in an operator's args or result (flat lists, tuples, dicts; cheap fast path)."""
+    if isinstance(tree, Tensor):
+        return [tree]
+    out: list[Tensor] = []
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Tensor):
+            out.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return out
+
+
+class CudaBudget:
+    """Cap one CUDA device's caching allocator at a budget and record its peaks.
+
+    ``expandable_segments`` (off by default) lets the allocator grow segments instead of
+    caching fixed ones, which reduces fragmentation under a cap; it is off because the
+    planner models the default allocator's segments.
+    """
+
+    def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None, *,
+                 expandable_segments: bool = False) -> None:
+        self.budget_bytes = budget_bytes
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device is None \
+            else torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+        self.expandable_segments = expandable_segments
+        self.peak_bytes: int | None = None
+        self.reserved_bytes: int | None = None
+        self._previous_fraction: float = 1.0
+
+    def fraction(self) -> float:
+        """The allocator fraction that makes the cap the budget (1.0 without a budget)."""
+        if self.budget_bytes is None:
+            return 1.0
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        return min(1.0, self.budget_bytes / total)
+
+    def __enter__(self) -> CudaBudget:
+        torch.cuda.synchronize(self.device)
+        if self.budget_bytes is not None:
+            held = int(torch.cuda.memory_allocated(self.device))
+            if held > self.budget_bytes:
+                raise BudgetError(
+                    f"Budget {format_bytes(self.budget_bytes)} < {format_bytes(held)} already "
+                    "allocated on the GPU before the first step (weights, buffers, optimizer "
+                    "state). Try a smaller model, --precision bf16, or a larger --gpu-memory")
+            getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+            if getter is not None:
+                self._previous_fraction = float(getter(self.device))
+            if self.expandable_segments and hasattr(torch.cuda.memory, "_set_allocator_settings"):
+                torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+            torch.cuda.empty_cache()  # cached blocks above the new cap would count against it
+            torch.cuda.set_per_process_memory_fraction(self.fraction(), self.device)
+            log.info("CUDA budget: allocator capped at %s (fraction %.4f of %s)",
+                     format_bytes(self.budget_bytes), self.fraction(), self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        torch.cuda.synchronize(self.device)
+        self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        self.reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
+        if self.budget_bytes is not None:
+            torch.cuda.set_per_process_memory_fraction(self._previous_fraction, self.device)
