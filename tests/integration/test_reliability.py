@@ -19,15 +19,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
+
+from snugtune.data import make_image_folder
 
 from .conftest import FAST
 
 pytestmark = pytest.mark.slow
 
 HELPER = Path(__file__).with_name("_interruptible.py")
-ARGS = [*FAST, "--epochs", "2", "--deterministic"]  # 2 phases x 2 epochs, 4 steps per epoch
-TIMEOUT_S = 900  # generous: the CI machine is shared
+# 3 epochs (head 2, finetune 1) of 2 steps each; 5 checkpoints: head 1, head 2, phase
+# boundary, finetune 1, phase boundary.
+ARGS = [*FAST, "--head-epochs", "2", "--finetune-epochs", "1", "--deterministic"]
+EPOCHS = 3
+TIMEOUT_S = 900  # generous: the machine is shared
 
 
 class Proc:
@@ -98,6 +104,19 @@ def files(ckpt_dir: Path) -> set[str]:
     return {p.name for p in ckpt_dir.iterdir()} if ckpt_dir.exists() else set()
 
 
+def temp_files(ckpt_dir: Path, pid: int | None = None) -> list[str]:
+    """Checkpoint temp files (of ``pid`` only, if given)."""
+    tag = ".tmp-" if pid is None else f".tmp-{pid}"
+    return [n for n in files(ckpt_dir) if tag in n]
+
+
+def inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
 def assert_identical(expected: Path, run: Path) -> None:
     """Same tensors bit for bit, and the same file bytes."""
     a, b = load_file(expected / "model.safetensors"), load_file(run / "model.safetensors")
@@ -105,54 +124,58 @@ def assert_identical(expected: Path, run: Path) -> None:
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
     assert (expected / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
-    assert rows(run) == 4  # one row per epoch: none lost, none duplicated
+    assert rows(run) == EPOCHS  # one row per epoch: none lost, none duplicated
 
 
 @pytest.fixture(scope="module")
-def straight(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 classes x 10 images: 16 train (2 steps of 8 per epoch), 4 val."""
+    return make_image_folder(tmp_path_factory.mktemp("data") / "d", classes=2, per_class=10)
+
+
+@pytest.fixture(scope="module")
+def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run, also a subprocess so both sides run under the same conditions."""
     root = tmp_path_factory.mktemp("straight")
-    p = Proc(snugtune("train", str(tiny_data), "--out", str(root / "run"), *ARGS), root / "logs")
+    p = Proc(snugtune("train", str(data), "--out", str(root / "run"), *ARGS), root / "logs")
     assert p.finish() == 0, p.stderr
     return root / "run"
 
 
-def test_kill_9_at_every_kind_of_moment_then_resume_is_bit_identical(
-    tiny_data: Path, tmp_path: Path, straight: Path
+def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
+    data: Path, tmp_path: Path, straight: Path
 ) -> None:
+    """One run killed six times, each at an exact point (see ``_interruptible.py``)."""
     run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
     resume = ("train", "--resume", str(run))
 
-    # 1. During the folder scan: config.yaml saved, nothing else.
-    kill_at("scan:5", logs, "train", str(tiny_data), "--out", str(run), *ARGS)
-    assert (run / "config.yaml").exists() and not (ckpts / "last.pt").exists()
+    # 1. During the folder scan: config.yaml saved, no checkpoint.
+    kill_at("scan:3", logs, "train", str(data), "--out", str(run), *ARGS)
+    assert (run / "config.yaml").exists() and not files(ckpts)
 
-    # 2. Resume with no checkpoint starts over from the saved config; killed halfway through
-    #    writing the 2nd checkpoint (end of head epoch 2): epoch 1 stays the newest, and the
-    #    2nd row already in metrics.csv must be dropped on resume.
-    kill_at("write:2", logs, *resume)
-    assert progress(ckpts / "last.pt") == (0, 1)
-    assert any(".tmp-" in name for name in files(ckpts)), files(ckpts)
-    assert rows(run) == 2
+    # 2. --resume without a checkpoint starts over from the saved config. Killed between
+    #    epochs: head epoch 1 checkpointed, epoch 2 not started.
+    kill_at("saved:1", logs, *resume)
+    assert progress(ckpts / "last.pt") == (0, 1) and rows(run) == 1
 
-    # 3. Mid-epoch: after the 2nd of 4 optimizer steps of head epoch 2.
-    kill_at("step:2", logs, *resume)
-    assert progress(ckpts / "last.pt") == (0, 1) and rows(run) == 1  # the stray row dropped
+    # 3. Mid-epoch: after the 1st of the 2 optimizer steps of head epoch 2.
+    kill_at("step:1", logs, *resume)
+    assert progress(ckpts / "last.pt") == (0, 1) and rows(run) == 1
 
-    # 4. Between the two renames of the phase-boundary checkpoint: no last.pt at all, the
+    # 4. Halfway through writing the head epoch 2 checkpoint: its temp file is partial,
+    #    epoch 1 stays the newest, and the epoch 2 row already in metrics.csv is stray.
+    kill_at("write:1", logs, *resume)
+    assert progress(ckpts / "last.pt") == (0, 1) and temp_files(ckpts) and rows(run) == 2
+
+    # 5. Between the two renames of the phase-boundary checkpoint: no last.pt at all, the
     #    complete new one is .staged.pt, the end of head epoch 2 is prev.pt.
     kill_at("renamed:2", logs, *resume)
-    assert "last.pt" not in files(ckpts) and ".staged.pt" in files(ckpts)
+    assert files(ckpts) == {"prev.pt", ".staged.pt"}  # the stale temp file was removed
     assert progress(ckpts / "prev.pt") == (0, 2) and progress(ckpts / ".staged.pt") == (1, 2)
-
-    # 5. Between epochs: finetune epoch 1 checkpointed, epoch 2 not started.
-    kill_at("saved:1", logs, *resume)
-    assert progress(ckpts / "last.pt") == (1, 3) and rows(run) == 3
-    assert not any(".tmp-" in name for name in files(ckpts))  # the stale temp was cleaned
 
     # 6. After the last checkpoint, halfway through writing the final weights.
     kill_at("outputs", logs, *resume)
-    assert progress(ckpts / "last.pt") == (2, 4)
+    assert progress(ckpts / "last.pt") == (2, 3) and rows(run) == 3
     assert not (run / "model.safetensors").exists() and not (run / "summary.json").exists()
 
     # 7. Finish.
@@ -161,50 +184,52 @@ def test_kill_9_at_every_kind_of_moment_then_resume_is_bit_identical(
     assert_identical(straight, run)
 
 
-def test_kill_9_timed_by_the_run_folder_then_resume_is_bit_identical(
-    tiny_data: Path, tmp_path: Path, straight: Path
+def test_kill_9_ctrl_c_and_sigterm_timed_by_the_run_folder(
+    data: Path, tmp_path: Path, straight: Path
 ) -> None:
-    """No freeze points: kill as soon as the first checkpoint file appears (mid-write or just
-    after), and as soon as the 3rd epoch row is logged (its checkpoint is being written)."""
+    """Plain ``python -m snugtune`` (no freeze points), stopped three ways, timed by what
+    appears in the run folder; each stop is resumable and the result is bit-identical."""
     run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
-    p = Proc(snugtune("train", str(tiny_data), "--out", str(run), *ARGS), logs)
+    resume = snugtune("train", "--resume", str(run))
+
+    # SIGKILL as soon as the first checkpoint file appears (mid-write or just after).
+    p = Proc(snugtune("train", str(data), "--out", str(run), *ARGS), logs)
     p.wait_for(lambda: bool(files(ckpts)), "the first checkpoint file")
     assert p.signal(signal.SIGKILL) == -signal.SIGKILL
 
-    p = Proc(snugtune("train", "--resume", str(run)), logs)
-    p.wait_for(lambda: rows(run) >= 3, "the 3rd epoch row")
-    assert p.signal(signal.SIGKILL) == -signal.SIGKILL
+    # Ctrl-C while this process writes a checkpoint: the write completes, then exit 130.
+    p = Proc(resume, logs)
+    pid = p.popen.pid
+    p.wait_for(lambda: bool(temp_files(ckpts, pid)) or rows(run) >= EPOCHS, "a checkpoint write")
+    logged = rows(run)
+    assert p.signal(signal.SIGINT) == 130, p.stderr
+    assert_interrupted(p, run)
+    assert progress(ckpts / "last.pt")[1] >= logged  # the epoch being saved was kept
 
-    p = Proc(snugtune("train", "--resume", str(run)), logs)
+    # SIGTERM right after this process wrote a checkpoint: exit 130, that epoch kept.
+    before = inode(ckpts / "last.pt")
+    p = Proc(resume, logs)
+    p.wait_for(lambda: inode(ckpts / "last.pt") not in (before, None), "a new checkpoint")
+    logged = rows(run)
+    assert p.signal(signal.SIGTERM) == 130, p.stderr
+    assert_interrupted(p, run)
+    assert progress(ckpts / "last.pt")[1] >= min(logged, EPOCHS)
+
+    p = Proc(resume, logs)
     assert p.finish() == 0, p.stderr
     assert_identical(straight, run)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_and_sigterm_exit_130_and_leave_a_resumable_run(
-    sig: int, tiny_data: Path, tmp_path: Path, straight: Path
-) -> None:
-    run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
-    p = Proc(snugtune("train", str(tiny_data), "--out", str(run), *ARGS), logs)
-    p.wait_for(lambda: rows(run) >= 2, "the 2nd epoch row")  # its checkpoint may be mid-write
-    assert p.signal(sig) == 130, p.stderr
+def assert_interrupted(p: Proc, run: Path) -> None:
+    """One line saying how to continue, no traceback, no temp file left."""
     last_line = p.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("interrupted") and f"--resume {run}" in last_line
+    assert last_line.startswith("interrupted") and f"--resume {run}" in last_line, p.stderr
     assert "Traceback" not in p.stderr
-    assert files(ckpts) <= {"last.pt", "prev.pt"}  # no temp file left behind
-    assert progress(ckpts / "last.pt")[1] >= 1  # completed epochs are kept
-
-    p = Proc(snugtune("train", "--resume", str(run)), logs)
-    assert p.finish() == 0, p.stderr
-    assert_identical(straight, run)
+    assert not temp_files(run / "checkpoints")
 
 
 def test_data_issues_are_listed_in_the_report(tmp_path: Path) -> None:
     """Skipped and converted files reach report.md with their reasons (end to end)."""
-    from PIL import Image
-
-    from snugtune.data import make_image_folder
-
     data = make_image_folder(tmp_path / "data", classes=2, per_class=8, size=32, seed=0)
     (data / "class_0" / "empty.jpg").write_bytes(b"")
     (data / "class_1" / "notes.png").write_text("<html>not an image</html>")
@@ -215,7 +240,8 @@ def test_data_issues_are_listed_in_the_report(tmp_path: Path) -> None:
     )
     assert p.finish() == 0, p.stderr
     report = (run / "report.md").read_text()
-    section = report[report.lower().index("data issues") :]
-    for name in ("empty.jpg", "notes.png", "print.jpg"):
-        assert name in section, name
-    assert "cmyk" in section.lower()
+    section = report.split("## Data issues", 1)[1].split("\n## ", 1)[0]
+    assert "2 skipped, 1 converted" in section
+    assert "| class_0/empty.jpg | zero-byte file |" in section
+    assert "| class_1/notes.png | not an image (HTML) |" in section
+    assert "| class_1/print.jpg | CMYK converted to RGB |" in section

@@ -197,8 +197,8 @@ def save_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     _remove_stale_temps(ckpt_dir)
     last, staged = ckpt_dir / LAST, ckpt_dir / STAGED
     payload = {"format": FORMAT, **state}
-    payload[DIGEST_KEY] = payload_digest(payload)
     with _signals_held():
+        payload[DIGEST_KEY] = payload_digest(payload)
         try:
             atomic_write_bytes(staged, lambda f: torch.save(payload, f))
         except DiskFullError as e:
