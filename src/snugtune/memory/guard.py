@@ -98,16 +98,20 @@ def existing_device_tensors() -> list[Tensor]:
     finished runs are gone.
     """
     gc.collect()
-    found: list[Tensor] = []
+    found: list[Any] = []
     for obj in gc.get_objects():
         kind = type(obj)
-        if issubclass(kind, nn.Module):
-            found.extend(obj._parameters.values())
-            found.extend(obj._buffers.values())
-            found.extend(p.grad for p in obj._parameters.values() if p is not None)
-        elif issubclass(kind, torch.optim.Optimizer):
-            for state in obj.state.values():
-                found.extend(v for v in state.values() if isinstance(v, Tensor))
+        try:
+            if issubclass(kind, nn.Module):
+                params = list(obj._parameters.values())
+                found.extend(params)
+                found.extend(obj._buffers.values())
+                found.extend(p.grad for p in params if p is not None)
+            elif issubclass(kind, torch.optim.Optimizer):
+                for state in obj.state.values():
+                    found.extend(state.values())
+        except (AttributeError, TypeError):  # half-built or scripted objects: nothing to add
+            continue
     return [t for t in found if isinstance(t, Tensor)]
 
 
@@ -271,6 +275,14 @@ def _tensors(tree: Any) -> list[Tensor]:
     return out
 
 
+def _cuda_device(device: torch.device | int | None) -> torch.device:
+    """A CUDA device with an explicit index (the current one when not given)."""
+    if isinstance(device, int):
+        return torch.device("cuda", device)
+    dev = torch.device("cuda") if device is None else torch.device(device)
+    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 class CudaBudget:
     """Cap one CUDA device's caching allocator at a budget and record its peaks.
 
@@ -282,8 +294,7 @@ class CudaBudget:
     def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None, *,
                  expandable_segments: bool = False) -> None:
         self.budget_bytes = budget_bytes
-        self.device = torch.device("cuda", torch.cuda.current_device()) if device is None \
-            else torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+        self.device = _cuda_device(device)
         self.expandable_segments = expandable_segments
         self.peak_bytes: int | None = None
         self.reserved_bytes: int | None = None
