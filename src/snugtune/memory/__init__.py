@@ -14,10 +14,12 @@ workspaces, context, GPU profiles), :mod:`.estimate` (the public report).
 from snugtune.memory.device import GPU_PROFILES, DeviceEstimate, GpuProfile, get_gpu_profile, replay
 from snugtune.memory.estimate import MemoryReport, build_model, estimate_memory, report_from_trace
 from snugtune.memory.simulate import StepConfig, run_steps, simulate
+from snugtune.memory.sweep import BatchSweep
 from snugtune.memory.trace import Category, Trace
 from snugtune.memory.tracker import MemoryTracker
 
 __all__ = [
+    "BatchSweep",
     "GPU_PROFILES",
     "Category",
     "DeviceEstimate",

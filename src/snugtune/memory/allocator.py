@@ -16,6 +16,11 @@ Source: ``c10/cuda/CUDACachingAllocator.cpp`` (PyTorch 2.x, default settings: no
   ``empty_cache``.
 
 ``reserved`` is the sum of segment sizes; ``allocated`` the sum of rounded live blocks.
+
+With a ``limit`` (``torch.cuda.set_per_process_memory_fraction`` caps ``reserved``), a
+``cudaMalloc`` that would pass the limit first releases every cached segment that is wholly
+free (``release_cached_blocks``) and retries; if it still does not fit, the step is out of
+memory (:class:`OutOfMemory`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = [
     "K_SMALL_BUFFER",
     "K_SMALL_SIZE",
     "CachingAllocatorModel",
+    "OutOfMemory",
     "round_size",
     "segment_size",
 ]
@@ -61,6 +67,10 @@ def segment_size(block: int) -> int:
     return K_ROUND_LARGE * ((block + K_ROUND_LARGE - 1) // K_ROUND_LARGE)
 
 
+class OutOfMemory(Exception):
+    """The replayed sequence does not fit the allocator's limit."""
+
+
 @dataclass
 class _Pool:
     """Free blocks of one pool, sorted by (size, segment, offset) for best fit."""
@@ -72,6 +82,7 @@ class _Pool:
 class CachingAllocatorModel:
     """Replays ``malloc``/``free`` calls; tracks ``allocated``, ``reserved`` and their peaks."""
 
+    limit: int | None = None
     allocated: int = 0
     reserved: int = 0
     peak_allocated: int = 0
@@ -94,11 +105,8 @@ class CachingAllocatorModel:
         if i < len(pool.free):
             bsize, seg, off = pool.free.pop(i)
         else:
-            bsize, seg, off = segment_size(size), self.segments, 0
-            self.segments += 1
-            self._blocks[seg] = {0: [bsize, 0, -1]}
-            self.reserved += bsize
-            self.peak_reserved = max(self.peak_reserved, self.reserved)
+            seg, off = self.segments, 0
+            bsize = self._new_segment(size)
         blocks = self._blocks[seg]
         rest = bsize - size
         if rest >= K_MIN_BLOCK_SIZE if pool_id == 0 else rest > K_SMALL_SIZE:
@@ -114,6 +122,28 @@ class CachingAllocatorModel:
         self._live[key] = (seg, off, size, pool_id)
         self.allocated += size
         self.peak_allocated = max(self.peak_allocated, self.allocated)
+
+    def _new_segment(self, size: int) -> int:
+        bsize = segment_size(size)
+        if self.limit is not None and self.reserved + bsize > self.limit:
+            self.release_cached()
+            if self.reserved + bsize > self.limit:
+                raise OutOfMemory(f"{bsize} B segment with {self.reserved} B reserved")
+        self._blocks[self.segments] = {0: [bsize, 0, -1]}
+        self.segments += 1
+        self.reserved += bsize
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        return bsize
+
+    def release_cached(self) -> None:
+        """Give back every segment that is one free block (``emptyCache`` semantics)."""
+        for seg, blocks in list(self._blocks.items()):
+            if len(blocks) == 1 and blocks[0][1] == 0:
+                size = blocks[0][0]
+                # small-pool segments are exactly 2 MiB; large ones are >= 10 MiB
+                self._pools[0 if size == K_SMALL_BUFFER else 1].free.remove((size, seg, 0))
+                del self._blocks[seg]
+                self.reserved -= size
 
     def free(self, key: int) -> None:
         """Return ``key``'s block to its pool, merging it with free neighbours."""

@@ -19,14 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snugtune.errors import ConfigError
-from snugtune.memory.allocator import CachingAllocatorModel
+from snugtune.memory.allocator import CachingAllocatorModel, OutOfMemory
 from snugtune.memory.backends import (
     cudnn_workspace_bytes,
     onednn_block,
     onednn_conv_extra_bytes,
 )
-from snugtune.memory.trace import ALLOC, CONV, FREE, MARK, Trace
-from snugtune.units import GIB, KIB, MIB
+from snugtune.memory.trace import ALLOC, CONV, MARK, ConvCall, Trace
+from snugtune.units import KIB, MIB
 
 __all__ = [
     "CUBLAS_WORKSPACE_BYTES",
@@ -123,9 +123,10 @@ class DeviceEstimate:
         backend_bytes: library workspace bytes live at the peak.
         train_peak_bytes: the same peak over the training steps only.
         eval_peak_bytes: the same peak over the evaluation step only.
-        reserved_bytes: allocator segments at the end (CUDA; equals the tensor peak on CPU).
+        reserved_bytes: allocator segments at their peak (CUDA; the tensor peak on CPU).
         context_bytes: CUDA context (0 on CPU).
         predicted_peak_bytes: the device total.
+        oom: the step does not fit the replay's limit.
     """
 
     tensor_peak_bytes: int
@@ -136,68 +137,100 @@ class DeviceEstimate:
     reserved_bytes: int
     context_bytes: int
     predicted_peak_bytes: int
+    oom: bool = False
 
 
-def replay(
-    trace: Trace, device: str, gpu: GpuProfile | None = None, *, channels_last: bool = False
-) -> DeviceEstimate:
-    """Replay ``trace`` on the device model of ``device`` (``"cuda"`` or ``"cpu"``)."""
-    cuda = device == "cuda"
-    gpu = gpu or GPU_PROFILES["generic"]
-    alloc = CachingAllocatorModel() if cuda else None
-    block = onednn_block()
-    persistent = 0
-    if alloc is not None:
-        for h in range(CUBLAS_HANDLES):
-            alloc.malloc(-1 - h, gpu.cublas_workspace_bytes)
-            persistent += gpu.cublas_workspace_bytes
-    eval_mark = trace.labels.index("eval") if "eval" in trace.labels else -1
-    live, in_eval = 0, False
-    best = [0, 0, 0]  # bytes, index, backend bytes: training and overall
-    peaks = [0, 0]  # train, eval
-    for i, (kind, ref, nbytes) in enumerate(trace.events):
-        extra = 0
-        if kind == ALLOC or kind == FREE:
-            if cuda and trace.infos[ref].device == "host":
+class _Replay:
+    """One pass over a trace: live bytes, library workspaces, and the allocator model."""
+
+    def __init__(self, trace: Trace, device: str, gpu: GpuProfile, channels_last: bool,
+                 limit: int | None) -> None:
+        self.trace, self.cuda, self.channels_last = trace, device == "cuda", channels_last
+        self.alloc = CachingAllocatorModel(limit=limit) if self.cuda else None
+        self.block = onednn_block()
+        self.gpu = gpu
+        self.persistent = 0
+        self.live = 0
+        self.best = (0, 0, 0)  # bytes, event index, workspace bytes
+        self.peaks = [0, 0]  # training, evaluation
+
+    def run(self) -> None:
+        trace, alloc, cuda = self.trace, self.alloc, self.cuda
+        if alloc is not None:
+            for h in range(CUBLAS_HANDLES):
+                alloc.malloc(-1 - h, self.gpu.cublas_workspace_bytes)
+                self.persistent += self.gpu.cublas_workspace_bytes
+        eval_mark = trace.labels.index("eval") if "eval" in trace.labels else -1
+        in_eval = False
+        for i, (kind, ref, nbytes) in enumerate(trace.events):
+            extra = 0
+            if kind == MARK:
+                in_eval = in_eval or ref == eval_mark
                 continue
-            if kind == ALLOC:
-                live += nbytes
+            if kind == CONV:
+                extra = self._workspace(trace.convs[ref])
+                if alloc is not None and extra > 0:
+                    alloc.malloc(-100 - i, extra)
+                    alloc.free(-100 - i)
+            elif cuda and trace.infos[ref].device == "host":
+                continue
+            elif kind == ALLOC:
+                self.live += nbytes
                 if alloc is not None:
                     alloc.malloc(ref, nbytes)
-            else:
-                live -= nbytes
+            else:  # FREE
+                self.live -= nbytes
                 if alloc is not None:
                     alloc.free(ref)
                 continue
-        elif kind == CONV:
-            call = trace.convs[ref]
-            extra = cudnn_workspace_bytes(call) if cuda else onednn_conv_extra_bytes(
-                call, block, channels_last
-            )
-            if alloc is not None and extra > 0:
-                alloc.malloc(-100 - i, extra)
-                alloc.free(-100 - i)
-        elif kind == MARK:
-            in_eval = in_eval or ref == eval_mark
-            continue
-        now = live + persistent + extra
-        peaks[in_eval] = max(peaks[in_eval], now)
-        if now > best[0]:
-            best = [now, i, persistent + extra]
-    reserved = alloc.peak_reserved if alloc is not None else best[0]
-    context = gpu.context_bytes if cuda else 0
+            now = self.live + self.persistent + extra
+            self.peaks[in_eval] = max(self.peaks[in_eval], now)
+            if now > self.best[0]:
+                self.best = (now, i, self.persistent + extra)
+
+    def _workspace(self, call: ConvCall) -> int:
+        if self.cuda:
+            return cudnn_workspace_bytes(call)
+        return onednn_conv_extra_bytes(call, self.block, self.channels_last)
+
+
+def replay(
+    trace: Trace,
+    device: str,
+    gpu: GpuProfile | None = None,
+    *,
+    channels_last: bool = False,
+    limit: int | None = None,
+) -> DeviceEstimate:
+    """Replay ``trace`` on the device model of ``device`` (``"cuda"`` or ``"cpu"``).
+
+    Args:
+        trace: a simulated (or measured) step.
+        device: ``cuda`` or ``cpu``.
+        gpu: the GPU profile (CUDA); generic by default.
+        channels_last: activations are NHWC (changes oneDNN's reorders on CPU).
+        limit: cap on allocator-reserved bytes (CUDA) or live bytes (CPU); beyond it the
+            estimate has ``oom=True``.
+    """
+    gpu = gpu or GPU_PROFILES["generic"]
+    r = _Replay(trace, device, gpu, channels_last, limit)
+    oom = False
+    try:
+        r.run()
+    except OutOfMemory:
+        oom = True
+    reserved = r.alloc.peak_reserved if r.alloc is not None else r.best[0]
+    if r.alloc is None and limit is not None:
+        oom = r.best[0] > limit
+    context = gpu.context_bytes if r.cuda else 0
     return DeviceEstimate(
-        tensor_peak_bytes=best[0],
-        peak_index=best[1],
-        backend_bytes=best[2],
-        train_peak_bytes=peaks[0],
-        eval_peak_bytes=peaks[1],
+        tensor_peak_bytes=r.best[0],
+        peak_index=r.best[1],
+        backend_bytes=r.best[2],
+        train_peak_bytes=r.peaks[0],
+        eval_peak_bytes=r.peaks[1],
         reserved_bytes=reserved,
         context_bytes=context,
         predicted_peak_bytes=context + reserved,
+        oom=oom,
     )
-
-
-def bytes_gib(n: int) -> float:
-    """Bytes as GiB (for messages)."""
-    return n / GIB

@@ -35,6 +35,7 @@ class MemoryReport:
         breakdown: bytes by term at the peak; sums to ``predicted_peak_bytes``.
         top_layers: (module, saved activation bytes) at the peak, largest first.
         peak_phase: where the peak happens (``step1.micro0.backward``, ``step1.optimizer``...).
+        fits: False when the step ran out of memory under the replay's limit.
     """
 
     model: str
@@ -54,6 +55,7 @@ class MemoryReport:
     breakdown: dict[str, int] = field(hash=False)
     top_layers: tuple[tuple[str, int], ...]
     peak_phase: str
+    fits: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -139,10 +141,20 @@ def estimate_memory(
 
 
 def report_from_trace(
-    trace: Trace, cfg: StepConfig, *, name: str, classes: int, gpu: GpuProfile
+    trace: Trace,
+    cfg: StepConfig,
+    *,
+    name: str,
+    classes: int,
+    gpu: GpuProfile,
+    limit: int | None = None,
 ) -> MemoryReport:
-    """Turn a simulated trace into a :class:`MemoryReport` on ``cfg.device``."""
-    est = replay(trace, cfg.device, gpu, channels_last=cfg.channels_last)
+    """Turn a simulated trace into a :class:`MemoryReport` on ``cfg.device``.
+
+    ``limit`` caps the allocator's reserved bytes (a memory budget minus the context): the
+    allocator then releases its cache under pressure and the peak is the one under the cap.
+    """
+    est = replay(trace, cfg.device, gpu, channels_last=cfg.channels_last, limit=limit)
     exclude = "host" if cfg.device == "cuda" else None
     breakdown = trace.breakdown_at(est.peak_index, exclude_device=exclude)
     breakdown["workspace"] = est.backend_bytes
@@ -166,6 +178,7 @@ def report_from_trace(
         breakdown=breakdown,
         top_layers=trace.top_layers_at(est.peak_index),
         peak_phase=_phase_at(trace, est.peak_index),
+        fits=not est.oom,
     )
 
 

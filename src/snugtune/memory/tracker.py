@@ -237,14 +237,35 @@ class MemoryTracker(TorchDispatchMode):
             stack.clear()
 
     def trace(self) -> Trace:
-        """The log so far as an immutable :class:`Trace` (storages still live stay live)."""
+        """The log so far as an immutable :class:`Trace` (storages still live stay live).
+
+        Consecutive frees are put in serial order: their order is that of a hash map in some
+        cases (autocast's weight cache is cleared in pointer order), it changes neither live
+        bytes nor the allocator's final state, and a canonical order lets traces at two batch
+        sizes be compared event by event.
+        """
         s = self._s
         return Trace(
-            events=tuple(s.events),
+            events=_canonical(s.events),
             infos=tuple(s.infos),
             labels=tuple(s.labels),
             convs=tuple(s.convs),
         )
+
+
+def _canonical(events: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
+    out: list[tuple[int, int, int]] = []
+    run: list[tuple[int, int, int]] = []
+    for ev in events:
+        if ev[0] == FREE:
+            run.append(ev)
+            continue
+        if run:
+            out.extend(sorted(run, key=lambda e: e[1]))
+            run = []
+        out.append(ev)
+    out.extend(sorted(run, key=lambda e: e[1]))
+    return tuple(out)
 
 
 def _push(stack: list[str], name: str) -> Any:

@@ -1,0 +1,232 @@
+"""The planner: per phase, the fastest configuration whose predicted peak fits the budget.
+
+For each phase the candidates (precision x checkpointed blocks; channels-last follows the
+precision) are tried from the intrinsically fastest (:mod:`.cost`). For each, the largest
+micro-batch that fits is found by bisection on the device model replayed over traces derived
+for every batch from two simulations (:class:`snugtune.memory.BatchSweep`); a candidate that
+already runs the whole batch ends the search, since every later one is slower per image.
+The winner is verified by simulating its micro-batch directly.
+
+Nothing here touches a GPU: the budget, the device and the GPU profile come from the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from snugtune.config import PhaseConfig, TrainConfig
+from snugtune.memory import BatchSweep, GpuProfile, StepConfig, build_model, get_gpu_profile
+from snugtune.memory._adapter import block_count
+from snugtune.memory.estimate import MemoryReport
+from snugtune.plan.budget import budget_error
+from snugtune.plan.cost import Candidate, intrinsic_cost, step_cost
+from snugtune.plan.types import PhasePlan, Plan
+
+__all__ = ["SAFETY_MARGIN", "PlanContext", "plan_run"]
+
+log = logging.getLogger(__name__)
+
+# Share of the budget kept free for what the model cannot see (allocation order of the real
+# autograd engine, library versions, driver allocations): of the order of the estimator's
+# measured error (benchmarks/results/planner_accuracy.json).
+SAFETY_MARGIN = 0.04
+
+
+@dataclass
+class PlanContext:
+    """Everything the search of one run needs, and its cache of sweeps."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    gpu: GpuProfile
+    device: str
+    resolution: int
+    num_classes: int
+    num_train: int
+    sweeps: dict[tuple[object, ...], BatchSweep] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> int | None:
+        """The memory budget in bytes (``--gpu-memory``)."""
+        return self.cfg.gpu_memory
+
+    @property
+    def limit(self) -> int | None:
+        """Cap on allocator-reserved (CUDA) or live (CPU) bytes that a plan must respect."""
+        if self.budget is None:
+            return None
+        usable = int(self.budget * (1.0 - SAFETY_MARGIN))
+        return usable - (self.gpu.context_bytes if self.device == "cuda" else 0)
+
+    @property
+    def cap(self) -> tuple[int, str]:
+        """Largest useful micro-batch and what caps it."""
+        if self.num_train < self.cfg.batch_size:
+            return max(1, self.num_train), "dataset"
+        return self.cfg.batch_size, "batch_size"
+
+    def sweep(self, phase: PhaseConfig, cand: Candidate, accumulation: int) -> BatchSweep:
+        """The (cached) batch sweep of ``cand`` for ``phase``."""
+        key = (phase.trainable, phase.optimizer, phase.weight_decay, cand.precision,
+               cand.checkpointing, cand.channels_last, accumulation)
+        if key not in self.sweeps:
+            step = StepConfig(
+                batch=1, res=self.resolution, precision=cand.precision,
+                optimizer=phase.optimizer, trainable=phase.trainable,
+                checkpointing=cand.checkpointing, channels_last=cand.channels_last,
+                device=self.device, weight_decay=phase.weight_decay,
+                accumulation=accumulation, label_smoothing=phase.label_smoothing,
+            )
+            self.sweeps[key] = BatchSweep(
+                self.model, step, classes=self.num_classes, name=self.cfg.model
+            )
+        return self.sweeps[key]
+
+
+def plan_run(
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    num_train: int,
+    resolution: int,
+    device: str | None = None,
+) -> Plan:
+    """Plan every phase of a run.
+
+    Args:
+        cfg: the run's configuration (budget ``gpu_memory``, ``batch_size``, ``precision``,
+            ``micro_batch``, ``gpu`` profile, phases).
+        num_classes: classes in the dataset.
+        num_train: training images (caps the micro-batch).
+        resolution: input resolution in pixels.
+        device: ``cuda`` or ``cpu``; by default ``cfg.device``, where ``auto`` means ``cuda``
+            (plans are for the accelerator; pass ``cpu`` to plan a CPU run).
+
+    Raises:
+        BudgetError: a phase fits the budget in no configuration, even at micro-batch 1.
+        ConfigError: unknown GPU profile.
+    """
+    started = time.perf_counter()
+    dev = device or ("cpu" if cfg.device == "cpu" else "cuda")
+    ctx = PlanContext(
+        cfg=cfg, model=build_model(cfg.model, num_classes, cfg.head_hidden),
+        gpu=get_gpu_profile(cfg.gpu), device=dev, resolution=resolution,
+        num_classes=num_classes, num_train=num_train,
+    )
+    phases = tuple(plan_phase(ctx, ph) for ph in cfg.phases)
+    sims = sum(s.simulations for s in ctx.sweeps.values())
+    log.info("planned %d phases in %.1f s (%d simulations)", len(phases),
+             time.perf_counter() - started, sims)
+    return Plan(
+        model=cfg.model, device=dev, gpu=ctx.gpu.name if dev == "cuda" else "cpu",
+        resolution=resolution, num_classes=num_classes, num_train=num_train,
+        batch_size=cfg.batch_size, budget_bytes=cfg.gpu_memory, phases=phases,
+    )
+
+
+def candidates(ctx: PlanContext, phase: PhaseConfig) -> list[Candidate]:
+    """Configurations of ``phase`` to try, intrinsically fastest first."""
+    if ctx.cfg.precision != "auto":
+        precisions = [ctx.cfg.precision]
+    elif ctx.device == "cuda":
+        precisions = ["bf16" if ctx.gpu.bf16 else "fp16"]
+    else:
+        precisions = ["fp32", "bf16"]
+    n = block_count(ctx.model)
+    top = phase.top_blocks()
+    region = list(range(n)) if top is None else list(range(max(0, n - top), n))
+    sets: dict[tuple[int, ...], float] = {(): 0.0}
+    for share in (1 / 3, 2 / 3, 1.0):
+        chosen = tuple(region[: math.ceil(len(region) * share)])
+        if chosen:
+            sets[chosen] = len(chosen) / max(1, n)
+    has_conv = any(isinstance(m, nn.Conv2d) for m in ctx.model.modules())
+    out = [
+        Candidate(p, ck, ctx.device == "cuda" and p != "fp32" and has_conv, frac)
+        for p in precisions
+        for ck, frac in sets.items()
+    ]
+    return sorted(out, key=lambda c: intrinsic_cost(ctx.device, c))
+
+
+def plan_phase(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:
+    """The plan of one phase (see the module docstring)."""
+    cap, cap_reason = ctx.cap
+    cands = candidates(ctx, phase)
+    if ctx.cfg.micro_batch is not None:
+        return finish(ctx, phase, cands[0], min(ctx.cfg.micro_batch, cap), "micro_batch")
+    if ctx.budget is None:
+        return finish(ctx, phase, cands[0], cap, "no budget")
+    best: tuple[float, Candidate, int] | None = None
+    for cand in cands:
+        if best is not None and step_cost(ctx.device, cand, cap) >= best[0]:
+            break  # sorted by intrinsic cost: no later candidate can be faster
+        m = max_fit(ctx, ctx.sweep(phase, cand, 2 if cap > 1 else 1), cap)
+        log.debug("phase %s: %s fits micro-batch %d", phase.name, cand, m)
+        if m and (best is None or step_cost(ctx.device, cand, m) < best[0]):
+            best = (step_cost(ctx.device, cand, m), cand, m)
+    if best is None:
+        raise budget_error(ctx, phase, cands[-1])
+    _, cand, m = best
+    return finish(ctx, phase, cand, m, "budget" if m < cap else cap_reason)
+
+
+def _fits(ctx: PlanContext, sweep: BatchSweep, batch: int) -> bool:
+    return not sweep.estimate(batch, ctx.gpu, limit=ctx.limit).oom
+
+
+def max_fit(ctx: PlanContext, sweep: BatchSweep, cap: int) -> int:
+    """Largest micro-batch in ``[1, cap]`` whose step fits (0 if none does)."""
+    if not _fits(ctx, sweep, 1):
+        return 0
+    if _fits(ctx, sweep, cap):
+        return cap
+    lo, hi = 1, cap  # lo fits, hi does not
+    # first guess from the affine growth of the unconstrained peak, then bisection
+    p1 = sweep.estimate(1, ctx.gpu).predicted_peak_bytes
+    p2 = sweep.estimate(2, ctx.gpu).predicted_peak_bytes
+    if ctx.limit is not None and p2 > p1:
+        guess = 1 + int((ctx.limit + _context(ctx) - p1) / (p2 - p1))
+        for probe in (guess, guess + 1):
+            if lo < probe < hi:
+                lo, hi = (probe, hi) if _fits(ctx, sweep, probe) else (lo, probe)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _fits(ctx, sweep, mid) else (lo, mid)
+    return lo
+
+
+def _context(ctx: PlanContext) -> int:
+    return ctx.gpu.context_bytes if ctx.device == "cuda" else 0
+
+
+def finish(
+    ctx: PlanContext, phase: PhaseConfig, cand: Candidate, micro: int, limited_by: str
+) -> PhasePlan:
+    """Verify ``micro`` by a direct simulation (stepping down if it no longer fits)."""
+    total = min(ctx.cfg.batch_size, max(1, ctx.num_train))
+    report: MemoryReport | None = None
+    while True:
+        accumulation = math.ceil(total / micro)
+        sweep = ctx.sweep(phase, cand, min(accumulation, 2))
+        report = sweep.report(micro, ctx.gpu, limit=ctx.limit, direct=True)
+        if report.fits or limited_by in ("micro_batch", "no budget") or micro == 1:
+            break
+        log.debug("phase %s: micro-batch %d failed verification", phase.name, micro)
+        micro, limited_by = micro - 1, "budget"
+    budget = ctx.budget
+    return PhasePlan(
+        phase=phase.name, trainable=phase.trainable, optimizer=phase.optimizer,
+        micro_batch=micro, accumulation=accumulation, precision=cand.precision,
+        checkpointing=cand.checkpointing, channels_last=cand.channels_last,
+        feature_cache=bool(ctx.cfg.feature_cache and phase.top_blocks() == 0),
+        predicted_peak_bytes=report.predicted_peak_bytes,
+        tensor_peak_bytes=report.tensor_peak_bytes, budget_bytes=budget,
+        utilisation=None if budget is None else report.predicted_peak_bytes / budget,
+        breakdown=dict(report.breakdown), limited_by=limited_by,
+    )
