@@ -75,7 +75,8 @@ class PeakMeter:
                 oom_floor = last.live_bytes + last.requested_bytes
         if self.peak_bytes is not None:
             log.info("measured peak %s on %s", format_bytes(self.peak_bytes), self.device)
-        if isinstance(e, BudgetError) and self.budget_bytes is not None and self.peak_bytes:
+        if isinstance(e, BudgetError) and self.budget_bytes is not None \
+                and self.peak_bytes is not None:
             raise BudgetError(self._explain(e, max(self.peak_bytes, oom_floor or 0))) from e
 
     def _explain(self, e: BudgetError, needed_more_than: int) -> str:
