@@ -1,4 +1,4 @@
-"""``snugtune predict RUN FILES... [--top-k K] [--json]``."""
+"""``snugtune predict RUN|MODEL.onnx FILES... [--top-k K] [--json]``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files with a trained run")
-    p.add_argument("run", help="a finished run folder")
+    p = sub.add_parser("predict", help="classify image files with a trained run or an exported "
+                                       "ONNX model")
+    p.add_argument("run", help="a finished run folder, or an exported .onnx file (run by "
+                               "onnxruntime; its card FILE.onnx.json must be beside it)")
     p.add_argument("files", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

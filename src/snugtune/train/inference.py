@@ -26,7 +26,7 @@ from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.train.loop import MicroBatch, StepContext, evaluate
 
-__all__ = ["Prediction", "evaluate_run", "load_run", "predict", "predict_samples"]
+__all__ = ["Prediction", "eval_transform", "evaluate_run", "load_run", "predict", "predict_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class Prediction:
                                            for lab, p in zip(self.labels, self.probabilities, strict=True)]}
 
 
-def _transform(pre: Mapping[str, Any]) -> Any:
+def eval_transform(pre: Mapping[str, Any]) -> Any:
+    """PIL image -> (3, S, S) normalised tensor, from a model card's ``preprocessing``."""
     return build_transforms(AugmentConfig(), size=int(pre["size"]), mean=pre["mean"], std=pre["std"],
                             train=False, interpolation=str(pre.get("interpolation", "bilinear")))
 
@@ -74,7 +75,7 @@ def predict_samples(
     device: torch.device | str = "cpu", batch_size: int = 64, workers: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(N, C) probabilities and (N,) labels over ``samples`` (OOM-guarded batches)."""
-    ds = ImageDataset(samples, _transform(pre), draft_size=int(pre["size"]))
+    ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
     loader = make_loader(ds, batch_size=batch_size, workers=workers)
     ctx = StepContext(device=torch.device(device), num_classes=model.head.layers[-1].out_features)
     _, probs, labels = evaluate(model, iter(loader), ctx, MicroBatch(batch_size))
@@ -119,9 +120,17 @@ def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
 @torch.no_grad()
 def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
             device: str = "cpu") -> list[Prediction]:
-    """Top-k predictions for each image file (a bad file raises ``DataError`` naming it)."""
+    """Top-k predictions for each image file (a bad file raises ``DataError`` naming it).
+
+    ``run_dir`` may also be an exported ``.onnx`` file with its card ``FILE.onnx.json``
+    beside it: onnxruntime then runs it on the CPU (``device`` is ignored).
+    """
+    from snugtune.export import OnnxModel, is_onnx_model
+
+    if is_onnx_model(run_dir):
+        return list(OnnxModel(run_dir).predict(files, top_k=top_k))
     model, card = load_run(run_dir, device)
-    classes, tf = list(card["classes"]), _transform(card["preprocessing"])
+    classes, tf = list(card["classes"]), eval_transform(card["preprocessing"])
     k = max(1, min(top_k, len(classes)))
     out = []
     for f in files:

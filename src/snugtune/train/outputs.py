@@ -84,6 +84,7 @@ def _summary(run: _Run, evaluation: Any) -> dict[str, Any]:
         "num_val": len(run.data.val),
         "resolution": run.resolution,
         "device": run.device.type,
+        "processes": run.world.world_size,  # data-parallel processes (torchrun), 1 otherwise
         "best_val_accuracy": max(accs) if accs else None,
         "best_val_loss": min(losses) if losses else None,
         "final_val_accuracy": evaluation.accuracy if evaluation else None,

@@ -6,7 +6,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snugtune.config import PhaseConfig, TrainConfig
 from snugtune.data import make_loader
+from snugtune.train.distributed import ShardedBatches, World, begin_step, sharded_loader
 from snugtune.train.loop import EpochStats, MicroBatch, StepContext, evaluate, train_step
 from snugtune.train.optim import build_optimizer, build_scheduler
 from snugtune.train.progress import progress
@@ -53,6 +54,7 @@ class PhaseRunner:
     save: Callable[[dict[str, Any]], None]
     best_state: dict[str, Tensor] | None = None
     scaler: torch.amp.GradScaler | None = None
+    world: World = field(default_factory=World)  # data-parallel peers (one process: no-op)
 
     @property
     def phase(self) -> PhaseConfig:
@@ -61,8 +63,9 @@ class PhaseRunner:
     def run(self, resume: dict[str, Any] | None) -> None:
         """Train the remaining epochs of this phase, then restore the best weights."""
         phase, st = self.phase, self.state.phase
-        sampler = EpochSampler(len(self.inputs.train), seed=0)  # type: ignore[arg-type]
+        sampler = self.world.epoch_sampler(len(self.inputs.train), self.cfg.batch_size)  # type: ignore[arg-type]
         loader = self._loader(sampler)
+        self.module = self.world.wrap(self.inputs.module)  # DDP when data-parallel
         steps = max(1, len(loader))
         optimizer = build_optimizer(self.model, phase)  # type: ignore[arg-type]
         scheduler = build_scheduler(optimizer, phase, steps)
@@ -77,12 +80,15 @@ class PhaseRunner:
             self.model.load_state_dict(self.best_state)
             log.info("phase %s: restored the best weights (epoch %d)", phase.name, st.best_epoch + 1)
 
-    def _loader(self, sampler: EpochSampler) -> DataLoader:
+    def _loader(self, sampler: EpochSampler | ShardedBatches) -> DataLoader:
+        if isinstance(sampler, ShardedBatches):
+            return sharded_loader(self.inputs.train, sampler, workers=self.cfg.workers,
+                                  seed=self.cfg.seed, pin_memory=self.ctx.device.type == "cuda")
         return make_loader(self.inputs.train, batch_size=self.cfg.batch_size, sampler=sampler,
                            workers=self.cfg.workers, seed=self.cfg.seed,
                            pin_memory=self.ctx.device.type == "cuda")
 
-    def _epoch(self, loader: DataLoader, sampler: EpochSampler, optimizer: torch.optim.Optimizer,
+    def _epoch(self, loader: DataLoader, sampler: EpochSampler | ShardedBatches, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
         st, phase = self.state.phase, self.phase
         seed = epoch_seed(self.cfg.seed, self.index, st.epoch)
@@ -102,7 +108,8 @@ class PhaseRunner:
             "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
             "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
             "images_per_s": round(stats.seen / max(train_s, 1e-9), 2), "samples_seen": stats.seen,
-            "micro_batch": self.micro.size, "accumulation": self.micro.accumulation(self.cfg.batch_size),
+            "micro_batch": self.micro.size,
+            "accumulation": self.micro.accumulation(self.world.local_batch(self.cfg.batch_size)),
         }
         self._early_stopping(val if val is not None else stats)
         st.epoch += 1
@@ -119,23 +126,25 @@ class PhaseRunner:
         self.model.train()
         stats = EpochStats()
         desc = f"{self.phase.name} {self.state.phase.epoch + 1}/{self.phase.epochs}"
-        for x, y in progress(loader, desc=desc, enabled=self.cfg.progress):
-            loss_sum, correct = train_step(self.inputs.module, optimizer, x, y, self.ctx, self.micro,
+        for x, y in progress(loader, desc=desc, enabled=self.cfg.progress and self.world.is_main):
+            begin_step(self.module, y, self.ctx)
+            loss_sum, correct = train_step(self.module, optimizer, x, y, self.ctx, self.micro,
                                            step=self.state.global_epoch, scaler=self.scaler)
             scheduler.step()
             stats.loss_sum += loss_sum
             stats.correct += correct
             stats.seen += int(x.shape[0])
-        return stats
+        self.world.broadcast_buffers(self.inputs.module)
+        return self.world.reduce_stats(stats)
 
     def _validate(self) -> EpochStats | None:
         if self.inputs.val is None or len(self.inputs.val) == 0:  # type: ignore[arg-type]
             return None
-        loader = make_loader(self.inputs.val, batch_size=self.cfg.batch_size * 2,
+        loader = make_loader(self.world.val_shard(self.inputs.val), batch_size=self.cfg.batch_size * 2,
                              workers=self.cfg.workers, pin_memory=self.ctx.device.type == "cuda")
         stats, _, _ = evaluate(self.inputs.module, iter(loader), self.ctx, self.micro)
         self.model.train()
-        return stats
+        return self.world.reduce_stats(stats)
 
     def _early_stopping(self, stats: EpochStats) -> None:
         st, phase = self.state.phase, self.phase

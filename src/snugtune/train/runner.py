@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from snugtune.errors import CheckpointError
 from snugtune.models import build_classifier
 from snugtune.report import MetricsLog
 from snugtune.train.checkpoint import load_checkpoint, save_checkpoint
+from snugtune.train.distributed import NullMetrics, World, restarted_by_torchrun, session
 from snugtune.train.inputs import phase_inputs
 from snugtune.train.loop import MicroBatch, StepContext
 from snugtune.train.losses import balanced_class_weights
@@ -45,6 +46,7 @@ class TrainResult:
     best_val_accuracy: float | None
     classes: tuple[str, ...]
     summary: dict[str, Any]
+    rank: int = 0  # data-parallel rank; only rank 0 wrote the files (render results there)
 
     @property
     def report_path(self) -> Path:
@@ -59,11 +61,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     run_dir = Path(cfg.out)
     if (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "summary.json").exists():
+        if restarted_by_torchrun() and (run_dir / "config.yaml").exists():
+            log.info("restarted by torchrun: resuming %s", run_dir)
+            return resume(run_dir)
         raise CheckpointError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                               "or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    return _Run(cfg, run_dir).execute(None)
+    with session(resolve_device(cfg.device)) as world:
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        return _Run(cfg, run_dir, world).execute(None)
 
 
 def resume(run_dir: str | Path) -> TrainResult:
@@ -77,12 +84,14 @@ def resume(run_dir: str | Path) -> TrainResult:
         raise CheckpointError(f"{run_dir} is not a snugtune run (no config.yaml); check the path")
     cfg = build_config(run_dir / "config.yaml")
     ckpt = load_checkpoint(run_dir / "checkpoints")
-    return _Run(cfg, run_dir).execute(ckpt)
+    with session(resolve_device(cfg.device)) as world:
+        return _Run(cfg, run_dir, world).execute(ckpt)
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, world: World | None = None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
+        self.world = world or World(device=resolve_device(cfg.device))
         self.state = RunState()
         self.best: dict[str, torch.Tensor] | None = None
 
@@ -91,18 +100,19 @@ class _Run:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
-        self.data = prepare_data(cfg, self.run_dir)
+        self.data = self.world.from_main(lambda: prepare_data(cfg, self.run_dir))
         self.model = build_classifier(cfg.model, len(self.data.classes), weights=cfg.weights,
                                       head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout)
-        self.device = resolve_device(cfg.device)
+        self.device = self.world.device
         self.resolution = choose_resolution(cfg.resolution, self.model.preprocessing,
                                             self.data.scan.median_size)
         if ckpt is not None:
             self._restore(ckpt)
         self.model.to(self.device)
-        self.setups = plan_phases(cfg, self.model, self.data, self.resolution, self.device,
-                                  self.run_dir)
-        self.metrics = MetricsLog(self.run_dir)
+        per_device = replace(cfg, batch_size=self.world.local_batch(cfg.batch_size))
+        self.setups = self.world.from_main(lambda: plan_phases(  # the budget is per device
+            per_device, self.model, self.data, self.resolution, self.device, self.run_dir))
+        self.metrics = MetricsLog(self.run_dir) if self.world.is_main else NullMetrics()
         self.metrics.truncate(self.state.global_epoch)
         try:
             while self.state.phase_index < len(cfg.phases):
@@ -111,8 +121,9 @@ class _Run:
         finally:
             self.metrics.close()
         self.state.total_seconds += time.perf_counter() - t0
-        summary = write_outputs(self)
-        return TrainResult(self.run_dir, summary.get("best_val_accuracy"), self.data.classes, summary)
+        summary = self.world.from_main(lambda: write_outputs(self))
+        return TrainResult(self.run_dir, summary.get("best_val_accuracy"), self.data.classes, summary,
+                           rank=self.world.rank)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -136,8 +147,8 @@ class _Run:
         self.model.set_checkpointing(setup.checkpointing)
         if setup.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        inputs = phase_inputs(self.cfg, self.model, self.data, self.resolution, setup,
-                              self.device, self.run_dir)
+        inputs = self.world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
+            self.cfg, self.model, self.data, self.resolution, setup, self.device, self.run_dir))
         ctx = StepContext(device=self.device, num_classes=len(self.data.classes),
                           label_smoothing=phase.label_smoothing, class_weights=self._class_weights(),
                           precision=setup.precision, channels_last=setup.channels_last,
@@ -148,10 +159,10 @@ class _Run:
         meter = PeakMeter(self.device, budget_bytes=self.cfg.gpu_memory)
         runner = PhaseRunner(self.cfg, i, self.model, inputs, ctx, micro, self.state,
                              on_epoch=self.metrics.append, save=self._save,
-                             best_state=self.best, scaler=scaler)
+                             best_state=self.best, scaler=scaler, world=self.world)
         if phase.epochs > 0:
             log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, phase.trainable,
-                     micro.size, micro.accumulation(self.cfg.batch_size), setup.precision, phase.epochs)
+                     micro.size, micro.accumulation(self._local_batch), setup.precision, phase.epochs)
         with meter:
             runner.run(resume_ckpt)
         self.state.results.append(self._phase_result(i, setup, micro, inputs.feature_cache, meter))
@@ -171,7 +182,7 @@ class _Run:
             "seconds": round(st.seconds, 2),
             "images_per_s": round(st.samples / st.train_seconds, 2) if st.train_seconds else None,
             "samples_seen": st.samples, "micro_batch": micro.size,
-            "accumulation": micro.accumulation(self.cfg.batch_size), "precision": setup.precision,
+            "accumulation": micro.accumulation(self._local_batch), "precision": setup.precision,
             "checkpointing": list(setup.checkpointing), "channels_last": setup.channels_last,
             "oom_recoveries": len(micro.recoveries), "recoveries": micro.recoveries,
             "predicted_peak_bytes": setup.predicted_peak_bytes,
@@ -179,7 +190,13 @@ class _Run:
             "budget_bytes": self.cfg.gpu_memory, "feature_cache": cache,
         }
 
+    @property
+    def _local_batch(self) -> int:
+        return self.world.local_batch(self.cfg.batch_size)
+
     def _save(self, extra: dict[str, Any]) -> None:
+        if not self.world.is_main:  # one writer; the other ranks hold the same state
+            return
         state = {
             "model": self.model.state_dict(),
             "best": self.best,
