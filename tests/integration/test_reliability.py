@@ -9,6 +9,8 @@ folder itself (``metrics.csv`` rows, ``checkpoints/``).
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
 import subprocess
@@ -16,13 +18,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
+from snugtune.cli import main
+from snugtune.config import build_config, config_to_dict
 from snugtune.data import make_image_folder
+from snugtune.errors import CheckpointError
 
 from .conftest import FAST
 
@@ -245,3 +252,97 @@ def test_data_issues_are_listed_in_the_report(tmp_path: Path) -> None:
     assert "| class_0/empty.jpg | zero-byte file |" in section
     assert "| class_1/notes.png | not an image (HTML) |" in section
     assert "| class_1/print.jpg | CMYK converted to RGB |" in section
+
+
+# --- failures through the CLI: one line, exit 1, traceback only with --debug ------------------
+
+
+class Evil:
+    """Unpickling this would create a folder: proof that code ran."""
+
+    def __init__(self, proof: Path) -> None:
+        self.proof = proof
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.makedirs, (str(self.proof),))
+
+
+def saved_run(data: Path, run: Path) -> Path:
+    """A run folder as ``train`` leaves it before the first checkpoint."""
+    run.mkdir(parents=True)
+    cfg = build_config(overrides={"data": str(data), "out": str(run)})
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return run
+
+
+def test_a_malicious_checkpoint_is_refused_by_the_cli_in_one_line(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, proof = saved_run(data, tmp_path / "run"), tmp_path / "pwned"
+    (run / "checkpoints").mkdir()
+    torch.save({"format": 1, "model": Evil(proof)}, run / "checkpoints" / "last.pt")
+    assert main(["train", "--resume", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: checkpoint ")
+    assert "last.pt refused: loading it would call os.makedirs" in err
+    assert not proof.exists()
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes_it_identically(
+    data: Path,
+    tmp_path: Path,
+    straight: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The 3rd checkpoint (phase boundary) hits ENOSPC partway through its bytes."""
+    real_save, calls = torch.save, {"n": 0}
+
+    def save_on_a_filling_disk(obj: Any, f: Any, *a: Any, **k: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return real_save(obj, f, *a, **k)
+
+        def full(b: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        f.write(buf.getvalue()[:4096])
+        f.write = full  # what torch.save's writer sees next
+        return real_save(obj, f, *a, **k)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", save_on_a_filling_disk)
+    assert main(["train", str(data), "--out", str(run), *ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: disk full while writing a checkpoint in {run / 'checkpoints'}")
+    assert "the previous one (last.pt) is kept" in err and f"--resume {run}" in err
+    assert files(run / "checkpoints") == {"last.pt", "prev.pt"}
+    assert progress(run / "checkpoints" / "last.pt") == (0, 2)
+
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert_identical(straight, run)
+
+
+def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(run: Any) -> Any:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(sys.modules["snugtune.train"], "resume", broken)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "error: RuntimeError: boom; second line (run with --debug for the traceback)\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI's SIGTERM handler is removed
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "train", "--resume", str(tmp_path)])
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="not a snugtune run"):
+        main(["--debug", "train", "--resume", str(tmp_path / "missing")])
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

@@ -68,7 +68,7 @@ def test_resume_after_a_stopped_run_gives_identical_weights(
     monkeypatch.setattr(PhaseRunner, "_epoch", crash_on_third_epoch)
     stopped = tmp_path / "stopped"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        main(["train", str(tiny_data), "--out", str(stopped), *args])
+        main(["--debug", "train", str(tiny_data), "--out", str(stopped), *args])
     assert not (stopped / "model.safetensors").exists()
     monkeypatch.setattr(PhaseRunner, "_epoch", original)
     assert main(["train", "--resume", str(stopped)]) == 0
