@@ -1,12 +1,9 @@
-"""Runtime memory guards: a real cap on CUDA, a virtual device budget on the CPU.
-
-A plan is a prediction; these make the budget a promise (DESIGN.md section 2, step 4).
+"""Runtime memory guards (DESIGN.md section 2, step 4): a real cap on CUDA, a virtual one on CPU.
 
 * :class:`CudaBudget` caps the caching allocator of one CUDA device at the budget with
   ``torch.cuda.set_per_process_memory_fraction(budget / total)``, so a 4 GiB plan really runs
   inside 4 GiB of an 80 GiB card, and reads ``max_memory_allocated/reserved`` on exit. The
-  CUDA context (a few hundred MiB outside the caching allocator) is not capped by PyTorch;
-  the planner's device model accounts for it.
+  CUDA context (outside the caching allocator) is not capped; the planner accounts for it.
 * :class:`VirtualDeviceBudget` makes the CPU behave like a capped device, so the whole OOM
   path (halve the micro-batch, retry the step, give up at 1 with a ``BudgetError``) runs in CI.
   It is a ``TorchDispatchMode`` that counts the live bytes of every tensor storage of the
@@ -27,16 +24,18 @@ What the virtual device counts (a model of ``torch.cuda.memory_allocated``):
 
 Choices, and where the model is knowingly approximate:
 
-* The data loader. With ``--workers 0`` images are decoded in the main process, and the
-  decode temporaries and the collated effective batch are counted. On a GPU they are host
-  memory, but they die before the step's peak (backward) except the batch itself; counting the
-  whole effective batch, not just the micro-batch moved to the device, overstates the peak by
-  ``(batch - micro_batch)`` input images (0.6 MiB each at 224 px fp32): conservative, small.
-  Worker processes are never counted (the guard switches itself off in forked children).
+* The data loader. With ``--workers 0`` images are decoded in the main process; on a GPU that
+  is host memory, so while a guard is active, ``DataLoader``'s single-process fetch runs under
+  :func:`host_side` (decode temporaries, augmentation and collation are not counted). The batch
+  it yields is counted when an operator first reads it, i.e. when it is sliced into
+  micro-batches and moved to the device; counting the whole effective batch, not just the
+  micro-batch on the device, overstates the peak by ``(batch - micro_batch)`` input images
+  (0.6 MiB each at 224 px fp32): conservative and small. Worker processes are never counted
+  (the guard switches itself off in forked children).
 * Exact storage bytes: no 512 B rounding, no segment reserve, no cuBLAS/cuDNN workspace.
   ``reserved_bytes`` is therefore not measured on the CPU.
-* A tensor adopted on first read may take the total over the budget without raising (it was
-  already allocated); the next allocation then raises.
+* A tensor adopted on first read may take the total over the budget without raising (it
+  exists already); the next allocation raises.
 """
 
 from __future__ import annotations
@@ -46,7 +45,8 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -54,11 +54,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.data import dataloader as _dataloader
 
 from snugtune.errors import BudgetError
 from snugtune.units import format_bytes
 
-__all__ = ["CudaBudget", "OomEvent", "VirtualDeviceBudget", "existing_device_tensors"]
+__all__ = [
+    "CudaBudget",
+    "OomEvent",
+    "VirtualDeviceBudget",
+    "existing_device_tensors",
+    "host_side",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +73,54 @@ _ACTIVE: weakref.WeakSet[VirtualDeviceBudget] = weakref.WeakSet()
 
 
 def _disable_in_child() -> None:
-    # A forked DataLoader worker inherits the parent's dispatch-mode stack; its allocations are
-    # host memory of another process, never the device's.
+    # A forked loader worker inherits the dispatch-mode stack; its memory is never the device's.
     for guard in list(_ACTIVE):
         guard._enabled = False
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_disable_in_child)
+
+_LOCAL = threading.local()  # .host: depth of host_side() on this thread
+
+
+@contextmanager
+def host_side() -> Iterator[None]:
+    """Inside, this thread's new tensors are host memory: active guards do not count them."""
+    depth = getattr(_LOCAL, "host", 0)
+    _LOCAL.host = depth + 1
+    try:
+        yield
+    finally:
+        _LOCAL.host = depth
+
+
+class _LoaderPatch:
+    """Run the single-process ``DataLoader`` fetch under :func:`host_side` while guards live."""
+
+    users = 0
+    original: Any = None
+
+    @classmethod
+    def install(cls) -> None:
+        cls.users += 1
+        if cls.users > 1:
+            return
+        klass = _dataloader._SingleProcessDataLoaderIter
+        cls.original = original = klass._next_data
+
+        def _next_data(self: Any) -> Any:
+            with host_side():
+                return original(self)
+
+        klass._next_data = _next_data  # type: ignore[method-assign]
+
+    @classmethod
+    def remove(cls) -> None:
+        cls.users = max(0, cls.users - 1)
+        if cls.users == 0 and cls.original is not None:
+            _dataloader._SingleProcessDataLoaderIter._next_data = cls.original  # type: ignore[method-assign]
+            cls.original = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +133,11 @@ class OomEvent:
     op: str
 
     def message(self) -> str:
-        return (f"virtual device out of memory in {self.op}: tried to allocate "
-                f"{format_bytes(self.requested_bytes)} with {format_bytes(self.live_bytes)} "
-                f"live of a {format_bytes(self.budget_bytes)} budget")
+        return (
+            f"virtual device out of memory in {self.op}: tried to allocate "
+            f"{format_bytes(self.requested_bytes)} with {format_bytes(self.live_bytes)} "
+            f"live of a {format_bytes(self.budget_bytes)} budget"
+        )
 
 
 def existing_device_tensors() -> list[Tensor]:
@@ -127,8 +176,9 @@ class VirtualDeviceBudget(TorchDispatchMode):
         ooms: every refused allocation, oldest first.
     """
 
-    def __init__(self, budget_bytes: int | None = None, *, device: str = "cpu",
-                 track_existing: bool = True) -> None:
+    def __init__(
+        self, budget_bytes: int | None = None, *, device: str = "cpu", track_existing: bool = True
+    ) -> None:
         """Args:
         budget_bytes: the virtual device's capacity; ``None`` to measure without a cap.
         device: device type whose tensors are counted (others, e.g. meta or fake, are not).
@@ -148,25 +198,24 @@ class VirtualDeviceBudget(TorchDispatchMode):
         self._lock = threading.Lock()
         self._enabled = False
 
-    # ------------------------------------------------------------------ context
     def __enter__(self) -> VirtualDeviceBudget:
         if self.track_existing:
             self.track(existing_device_tensors())
         self.entry_bytes = self.live_bytes
         if self.budget_bytes is not None and self.entry_bytes > self.budget_bytes:
             self._release()
-            raise BudgetError(
-                f"Budget {format_bytes(self.budget_bytes)} < {format_bytes(self.entry_bytes)} "
-                "already held before the first step (weights, buffers, optimizer state). "
-                "Try a smaller model, --precision bf16, or a larger --gpu-memory")
+            raise _held_too_much(self.budget_bytes, self.entry_bytes, "")
         self._enabled = True
         _ACTIVE.add(self)
+        _LoaderPatch.install()
         super().__enter__()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         super().__exit__(et, e, tb)
+        _LoaderPatch.remove()
         self._release()
 
     def _release(self) -> None:
@@ -177,7 +226,6 @@ class VirtualDeviceBudget(TorchDispatchMode):
             self._refs.clear()
             self._sizes.clear()
 
-    # ------------------------------------------------------------------ counting
     def track(self, tensors: Iterable[Tensor | None]) -> None:
         """Count tensors that exist already (each storage once), without a budget check."""
         for t in tensors:
@@ -235,7 +283,7 @@ class VirtualDeviceBudget(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if not self._enabled:
+        if not self._enabled or getattr(_LOCAL, "host", 0):
             return func(*args, **kwargs)
         for t in _tensors(args):
             self._adopt(t)
@@ -256,6 +304,14 @@ class VirtualDeviceBudget(TorchDispatchMode):
         self.ooms.append(event)
         log.debug("%s", event.message())
         raise torch.OutOfMemoryError(event.message())
+
+
+def _held_too_much(budget: int, held: int, where: str) -> BudgetError:
+    return BudgetError(
+        f"Budget {format_bytes(budget)} < {format_bytes(held)} already held {where}before the "
+        "first step (weights, buffers, optimizer state). Try a smaller model, --precision bf16, "
+        "or a larger --gpu-memory"
+    )
 
 
 def _tensors(tree: Any) -> list[Tensor]:
@@ -291,8 +347,13 @@ class CudaBudget:
     planner models the default allocator's segments.
     """
 
-    def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None, *,
-                 expandable_segments: bool = False) -> None:
+    def __init__(
+        self,
+        budget_bytes: int | None,
+        device: torch.device | int | None = None,
+        *,
+        expandable_segments: bool = False,
+    ) -> None:
         self.budget_bytes = budget_bytes
         self.device = _cuda_device(device)
         self.expandable_segments = expandable_segments
@@ -312,24 +373,24 @@ class CudaBudget:
         if self.budget_bytes is not None:
             held = int(torch.cuda.memory_allocated(self.device))
             if held > self.budget_bytes:
-                raise BudgetError(
-                    f"Budget {format_bytes(self.budget_bytes)} < {format_bytes(held)} already "
-                    "allocated on the GPU before the first step (weights, buffers, optimizer "
-                    "state). Try a smaller model, --precision bf16, or a larger --gpu-memory")
+                raise _held_too_much(self.budget_bytes, held, "on the GPU ")
             getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
             if getter is not None:
                 self._previous_fraction = float(getter(self.device))
             if self.expandable_segments and hasattr(torch.cuda.memory, "_set_allocator_settings"):
                 torch.cuda.memory._set_allocator_settings("expandable_segments:True")
             torch.cuda.empty_cache()  # cached blocks above the new cap would count against it
-            torch.cuda.set_per_process_memory_fraction(self.fraction(), self.device)
-            log.info("CUDA budget: allocator capped at %s (fraction %.4f of %s)",
-                     format_bytes(self.budget_bytes), self.fraction(), self.device)
+            fraction = self.fraction()
+            torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+            log.info(
+                "CUDA budget %s: allocator fraction %.4f", format_bytes(self.budget_bytes), fraction
+            )
         torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         torch.cuda.synchronize(self.device)
         self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
         self.reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))

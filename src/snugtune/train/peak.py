@@ -57,12 +57,17 @@ class PeakMeter:
             self._virtual = VirtualDeviceBudget(self.budget_bytes, device=self.device.type)
             self._virtual.__enter__()
             self.entry_bytes = self._virtual.entry_bytes
-            log.info("virtual %s budget %s: %s held before the first step", self.device.type,
-                     format_bytes(self.budget_bytes), format_bytes(self.entry_bytes))
+            log.info(
+                "virtual %s budget %s: %s held before the first step",
+                self.device.type,
+                format_bytes(self.budget_bytes),
+                format_bytes(self.entry_bytes),
+            )
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         oom_floor = None
         if self._cuda is not None:
             self._cuda.__exit__(et, e, tb)
@@ -75,14 +80,34 @@ class PeakMeter:
                 oom_floor = last.live_bytes + last.requested_bytes
         if self.peak_bytes is not None:
             log.info("measured peak %s on %s", format_bytes(self.peak_bytes), self.device)
-        if isinstance(e, BudgetError) and self.budget_bytes is not None \
-                and self.peak_bytes is not None:
-            raise BudgetError(self._explain(e, max(self.peak_bytes, oom_floor or 0))) from e
+        if (
+            isinstance(e, BudgetError)
+            and self.budget_bytes is not None
+            and self.peak_bytes is not None
+        ):
+            raise BudgetError(self._explain(e, oom_floor)) from e
 
-    def _explain(self, e: BudgetError, needed_more_than: int) -> str:
-        """The budget error with figures: what was held, a lower bound of the need."""
-        assert self.budget_bytes is not None
-        held = (f"; {format_bytes(self.entry_bytes)} of it held before the first step "
-                "(weights, buffers, optimizer state)" if self.entry_bytes else "")
-        return (f"Budget {format_bytes(self.budget_bytes)} < more than "
-                f"{format_bytes(needed_more_than)} needed at micro-batch 1{held}. {e}")
+    def _explain(self, e: BudgetError, needed_more_than: int | None) -> str:
+        """The budget error with the figures: what was held, at least how much was needed.
+
+        ``needed_more_than`` (live bytes plus the refused request) is known on the virtual
+        device; on CUDA only the peak reached before the refusal is.
+        """
+        assert self.budget_bytes is not None and self.peak_bytes is not None
+        held = (
+            f"{format_bytes(self.entry_bytes)} of it held before the first step "
+            "(weights, buffers, optimizer state)"
+            if self.entry_bytes
+            else ""
+        )
+        if needed_more_than is not None and needed_more_than > self.budget_bytes:
+            head = (
+                f"Budget {format_bytes(self.budget_bytes)} < more than "
+                f"{format_bytes(needed_more_than)} needed at micro-batch 1"
+            )
+            return f"{head}; {held}. {e}" if held else f"{head}. {e}"
+        head = (
+            f"Budget {format_bytes(self.budget_bytes)} exceeded at micro-batch 1 "
+            f"(peak {format_bytes(self.peak_bytes)} allocated"
+        )
+        return f"{head}; {held}). {e}" if held else f"{head}). {e}"

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snugtune.errors import BudgetError
-from snugtune.memory.guard import CudaBudget, VirtualDeviceBudget
+from snugtune.memory.guard import CudaBudget, VirtualDeviceBudget, host_side
 from snugtune.train.loop import MicroBatch
 from snugtune.train.peak import PeakMeter
 
@@ -88,8 +88,10 @@ def test_modules_alive_at_entry_and_tensors_first_read_are_counted() -> None:
 
 def test_budget_below_what_exists_at_entry_is_a_budget_error() -> None:
     keep = nn.Linear(100, 100)  # ~40 KB of weights already "on the device"
-    with pytest.raises(BudgetError, match="already held before the first step"), \
-            VirtualDeviceBudget(1024):
+    with (
+        pytest.raises(BudgetError, match="already held before the first step"),
+        VirtualDeviceBudget(1024),
+    ):
         pass
     assert torch._C._len_torch_dispatch_stack() == 0
     assert keep.weight.shape == (100, 100)
@@ -161,11 +163,26 @@ def test_forked_loader_workers_are_not_counted() -> None:
     with guard() as probe:
         pass
     with guard(probe.live_bytes + 10_000) as g:
-        loader = DataLoader(_Allocating(), batch_size=1, num_workers=1,
-                            multiprocessing_context="fork")
+        loader = DataLoader(
+            _Allocating(), batch_size=1, num_workers=1, multiprocessing_context="fork"
+        )
         items = [int(b.sum()) for b in loader]  # a worker's 400 KB never reach the guard
     assert items == [0, 10]
     assert not g.ooms
+
+
+def test_main_process_loading_is_host_memory_until_the_batch_is_read() -> None:
+    with guard() as probe:
+        pass
+    with guard(probe.live_bytes + 10_000) as g:
+        batches = list(DataLoader(_Allocating(), batch_size=2, num_workers=0))
+        assert g.live_bytes == probe.live_bytes and not g.ooms  # decoding was not counted
+        on_device = batches[0] * 2  # reading the batch: it and the result count
+        assert g.live_bytes == probe.live_bytes + 2 * 80
+        with host_side():
+            host = torch.ones(100_000)  # explicitly host-side: not counted either
+        assert g.live_bytes == probe.live_bytes + 160
+    assert on_device.shape == (2, 10) and host.numel() == 100_000
 
 
 def test_peak_meter_on_cpu_enforces_and_measures_only_with_a_budget() -> None:
