@@ -8,8 +8,10 @@ listing every problem, each naming the flag (or YAML key), the bad value and a f
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -228,13 +230,20 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
     except FileNotFoundError:
         problems.append(f"--config: file {str(path)!r} not found; check the path")
         return {}
+    except OSError as e:  # a folder, no permission
+        problems.append(f"--config: {str(path)!r} cannot be read ({e.strerror}); give a YAML file")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"--config: {str(path)!r} is not a UTF-8 text file; give a YAML file")
+        return {}
     except yaml.YAMLError as e:
         problems.append(f"--config: {str(path)!r} is not valid YAML ({e}); fix the syntax")
         return {}
     if data is None:
         return {}
     if not isinstance(data, dict):
-        problems.append(f"--config: {str(path)!r} must hold a mapping of settings")
+        problems.append(f"--config: {str(path)!r} must hold a mapping of settings (got a "
+                        f"{type(data).__name__}), e.g. 'batch_size: 32'")
         return {}
     return data
 
@@ -244,37 +253,45 @@ def _flag(name: str) -> str:
 
 
 def _known(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
+    names = sorted(f.name for f in fields(cls))
+    floats = {f.name for f in fields(cls) if str(f.type).startswith("float")}
     out = {}
     for k, v in data.items():
         if k in names:
-            out[k] = v
+            # YAML 1.1 reads 1e-3 (no dot) as a string; take it as the number it is meant as
+            out[k] = float(v) if k in floats and isinstance(v, str) and _FLOAT_RE.match(v) else v
         else:
-            close = [n for n in names if n.startswith(str(k)[:4])]
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(names))}"
+            close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
             problems.append(f"{where}{k}: unknown setting{hint}")
     return out
 
 
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _from_raw(raw: Mapping[str, Any], problems: list[str]) -> TrainConfig | None:
     top = _known(TrainConfig, raw, "", problems)
-    if "data" not in top:
+    if top.get("data") is None:
         problems.append("data: no image folder given; pass DATA (a folder of class sub-folders)")
         return None
     aug = top.pop("augment", None) or {}
     if not isinstance(aug, Mapping):
-        problems.append("augment: must be a mapping of Keras-style augmentation settings")
+        problems.append(f"augment: {aug!r} must be a mapping of Keras-style augmentation "
+                        "settings, e.g. {rotation_range: 20}")
         aug = {}
     aug_kw = _known(AugmentConfig, aug, "augment.", problems)
     if isinstance(aug_kw.get("brightness_range"), list):
         aug_kw["brightness_range"] = tuple(aug_kw["brightness_range"])
     phases = _phases(top.pop("phases", None), problems)
     if "gpu_memory" in top and top["gpu_memory"] is not None:
+        value = top.pop("gpu_memory")
         try:
-            top["gpu_memory"] = parse_bytes(top["gpu_memory"])
-        except ValueError as e:
-            problems.append(f"--gpu-memory: {e}")
-            top.pop("gpu_memory")
+            top["gpu_memory"] = parse_bytes(value)
+        except (ValueError, TypeError, OverflowError) as e:
+            detail = str(e) if str(e).startswith(repr(value)) else (
+                f"{value!r} is not a size; use e.g. 4GiB, 512MiB or 8g")
+            problems.append(f"--gpu-memory: {detail}")
     for k in ("data", "out", "weights"):
         if k in top:
             top[k] = str(top[k])
@@ -293,7 +310,8 @@ def _phases(value: Any, problems: list[str]) -> tuple[PhaseConfig, ...]:
         out = dict(defaults)
         for name, upd in value.items():
             if not isinstance(upd, Mapping):
-                problems.append(f"phases.{name}: must be a mapping of phase settings")
+                problems.append(f"phases.{name}: {upd!r} must be a mapping of phase settings, "
+                                "e.g. {epochs: 3}")
                 continue
             base = out.get(name, PhaseConfig(name=str(name), epochs=1, lr=1e-3))
             out[name] = replace(base, **_known(PhaseConfig, upd, f"phases.{name}.", problems))
@@ -302,13 +320,19 @@ def _phases(value: Any, problems: list[str]) -> tuple[PhaseConfig, ...]:
         result = []
         for i, item in enumerate(value):
             if not isinstance(item, Mapping) or "name" not in item:
-                problems.append(f"phases[{i}]: must be a mapping with at least name, epochs, lr")
+                problems.append(f"phases[{i}]: {item!r} must be a mapping with at least a name, "
+                                "e.g. {name: finetune, epochs: 3, lr: 1.0e-4}")
+                continue
+            if not isinstance(item["name"], str) or not item["name"]:
+                problems.append(f"phases[{i}].name: {item['name']!r} must be a text name, "
+                                "e.g. finetune")
                 continue
             kw = _known(PhaseConfig, item, f"phases[{i}].", problems)
             base = defaults.get(kw["name"], PhaseConfig(name=kw["name"], epochs=1, lr=1e-3))
             result.append(replace(base, **kw))
         return tuple(result)
-    problems.append("phases: must be a list of phase mappings")
+    problems.append(f"phases: {value!r} must be a list of phase mappings or a mapping "
+                    "phase name -> settings, e.g. {finetune: {epochs: 3}}")
     return tuple(defaults.values())
 
 
@@ -321,31 +345,43 @@ def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML `yes` is True, an int
+
+
+def _bool_problems(obj: Any, names: tuple[str, ...], key: Callable[[str], str]) -> list[str]:
+    return [f"{key(n)}: {getattr(obj, n)!r} must be true or false"
+            for n in names if not isinstance(getattr(obj, n), bool)]
+
+
 def _validate(cfg: TrainConfig) -> list[str]:
     p: list[str] = []
-    _check(p, isinstance(cfg.batch_size, int) and cfg.batch_size >= 1,
+    _check(p, _int(cfg.batch_size) and cfg.batch_size >= 1,
            f"--batch-size: {cfg.batch_size!r} must be an integer >= 1; use e.g. 32")
     _check(p, _num(cfg.val_split) and 0 <= cfg.val_split < 1,
            f"--val-split: {cfg.val_split!r} must be in [0, 1); use e.g. 0.2")
-    _check(p, cfg.resolution is None or (isinstance(cfg.resolution, int) and 16 <= cfg.resolution <= 2048),
+    _check(p, cfg.resolution is None or (_int(cfg.resolution) and 16 <= cfg.resolution <= 2048),
            f"--resolution: {cfg.resolution!r} must be an integer in [16, 2048]; use e.g. 224")
-    _check(p, isinstance(cfg.seed, int), f"--seed: {cfg.seed!r} must be an integer")
-    _check(p, cfg.workers is None or (isinstance(cfg.workers, int) and cfg.workers >= 0),
+    _check(p, _int(cfg.seed), f"--seed: {cfg.seed!r} must be an integer")
+    _check(p, cfg.workers is None or (_int(cfg.workers) and cfg.workers >= 0),
            f"--workers: {cfg.workers!r} must be an integer >= 0")
-    _check(p, cfg.head_hidden is None or (isinstance(cfg.head_hidden, int) and cfg.head_hidden > 0),
+    _check(p, cfg.head_hidden is None or (_int(cfg.head_hidden) and cfg.head_hidden > 0),
            f"--head-hidden: {cfg.head_hidden!r} must be a positive integer or omitted")
     _check(p, _num(cfg.head_dropout) and 0 <= cfg.head_dropout < 1,
            f"--head-dropout: {cfg.head_dropout!r} must be in [0, 1)")
     for name, allowed in (("class_weights", CLASS_WEIGHTS), ("device", DEVICES), ("precision", PRECISIONS)):
         v = getattr(cfg, name)
         _check(p, v in allowed, f"{_flag(name)}: {v!r} is not one of {', '.join(allowed)}")
-    _check(p, cfg.micro_batch is None or (isinstance(cfg.micro_batch, int) and cfg.micro_batch >= 1),
+    _check(p, cfg.micro_batch is None or (_int(cfg.micro_batch) and cfg.micro_batch >= 1),
            f"--micro-batch: {cfg.micro_batch!r} must be an integer >= 1")
-    _check(p, cfg.cache_views is None or (isinstance(cfg.cache_views, int) and cfg.cache_views >= 1),
+    _check(p, cfg.cache_views is None or (_int(cfg.cache_views) and cfg.cache_views >= 1),
            f"--cache-views: {cfg.cache_views!r} must be an integer >= 1")
-    _check(p, bool(cfg.phases), "phases: at least one phase is needed")
+    _check(p, bool(cfg.phases), "phases: [] is empty; give at least one phase, e.g. "
+           "[{name: head, epochs: 5, lr: 1.0e-3}]")
     names = [ph.name for ph in cfg.phases]
-    _check(p, len(set(names)) == len(names), f"phases: names must be unique, got {names}")
+    _check(p, len(set(map(str, names))) == len(names),
+           f"phases: names must be unique, got {names}; rename one")
+    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress"), _flag))
     p.extend(_validate_augment(cfg.augment))
     for ph in cfg.phases:
         p.extend(_validate_phase(ph))
@@ -374,13 +410,15 @@ def _validate_augment(a: AugmentConfig) -> list[str]:
            f"{pre}brightness_range: {br!r} must be two numbers 0 < lo <= hi, e.g. [0.8, 1.2]")
     _check(p, a.fill_mode in FILL_MODES,
            f"{pre}fill_mode: {a.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
+    _check(p, _num(a.cval), f"{pre}cval: {a.cval!r} must be a number (the fill for fill_mode=constant)")
+    p.extend(_bool_problems(a, ("horizontal_flip", "vertical_flip"), lambda n: pre + n))
     return p
 
 
 def _validate_phase(ph: PhaseConfig) -> list[str]:
     p: list[str] = []
     pre = f"phases.{ph.name}."
-    _check(p, isinstance(ph.epochs, int) and ph.epochs >= 0,
+    _check(p, _int(ph.epochs) and ph.epochs >= 0,
            f"{pre}epochs: {ph.epochs!r} must be an integer >= 0")
     _check(p, _num(ph.lr) and 0 < ph.lr < 10, f"{pre}lr: {ph.lr!r} must be in (0, 10); use e.g. 1e-3")
     ok = ph.trainable in ("head", "all") or (
@@ -398,6 +436,9 @@ def _validate_phase(ph: PhaseConfig) -> list[str]:
     _check(p, ph.optimizer in OPTIMIZERS, f"{pre}optimizer: {ph.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     _check(p, ph.schedule in SCHEDULES, f"{pre}schedule: {ph.schedule!r} is not one of {', '.join(SCHEDULES)}")
     _check(p, ph.monitor in MONITORS, f"{pre}monitor: {ph.monitor!r} is not one of {', '.join(MONITORS)}")
-    _check(p, ph.patience is None or (isinstance(ph.patience, int) and ph.patience >= 1),
+    _check(p, ph.patience is None or (_int(ph.patience) and ph.patience >= 1),
            f"{pre}patience: {ph.patience!r} must be an integer >= 1 or null (no early stopping)")
+    _check(p, _num(ph.momentum) and 0 <= ph.momentum < 1,
+           f"{pre}momentum: {ph.momentum!r} must be a number in [0, 1), e.g. 0.9")
+    p.extend(_bool_problems(ph, ("restore_best", "train_bn"), lambda n: pre + n))
     return p
