@@ -24,14 +24,11 @@ What the virtual device counts (a model of ``torch.cuda.memory_allocated``):
 
 Choices, and where the model is knowingly approximate:
 
-* The data loader. With ``--workers 0`` images are decoded in the main process; on a GPU that
-  is host memory, so while a guard is active, ``DataLoader``'s single-process fetch runs under
-  :func:`host_side` (decode temporaries, augmentation and collation are not counted). The batch
-  it yields is counted when an operator first reads it, i.e. when it is sliced into
-  micro-batches and moved to the device; counting the whole effective batch, not just the
-  micro-batch on the device, overstates the peak by ``(batch - micro_batch)`` input images
-  (0.6 MiB each at 224 px fp32): conservative and small. Worker processes are never counted
-  (the guard switches itself off in forked children).
+* The data loader runs under :func:`host_side` (on a GPU, decoding, augmentation, collation
+  and batches from workers are host memory); a batch counts when an operator first reads it,
+  i.e. is sliced into micro-batches for the device. Counting the whole effective batch
+  overstates the peak by ``batch - micro_batch`` images (0.6 MiB each at 224 px fp32):
+  conservative and small. Forked worker processes are never counted.
 * Exact storage bytes: no 512 B rounding, no segment reserve, no cuBLAS/cuDNN workspace.
   ``reserved_bytes`` is therefore not measured on the CPU.
 * A tensor adopted on first read may take the total over the budget without raising (it
@@ -96,7 +93,11 @@ def host_side() -> Iterator[None]:
 
 
 class _LoaderPatch:
-    """Run the single-process ``DataLoader`` fetch under :func:`host_side` while guards live."""
+    """Run ``DataLoader`` iteration under :func:`host_side` while guards live.
+
+    Covers the single-process fetch (decode, augment, collate) and, with workers, the batch
+    rebuilt from shared memory in this process (prefetched batches are host memory).
+    """
 
     users = 0
     original: Any = None
@@ -106,20 +107,20 @@ class _LoaderPatch:
         cls.users += 1
         if cls.users > 1:
             return
-        klass = _dataloader._SingleProcessDataLoaderIter
-        cls.original = original = klass._next_data
+        klass = _dataloader._BaseDataLoaderIter
+        cls.original = original = klass.__next__
 
-        def _next_data(self: Any) -> Any:
+        def __next__(self: Any) -> Any:
             with host_side():
                 return original(self)
 
-        klass._next_data = _next_data  # type: ignore[method-assign]
+        klass.__next__ = __next__  # type: ignore[method-assign]
 
     @classmethod
     def remove(cls) -> None:
         cls.users = max(0, cls.users - 1)
         if cls.users == 0 and cls.original is not None:
-            _dataloader._SingleProcessDataLoaderIter._next_data = cls.original  # type: ignore[method-assign]
+            _dataloader._BaseDataLoaderIter.__next__ = cls.original  # type: ignore[method-assign]
             cls.original = None
 
 
@@ -143,8 +144,7 @@ class OomEvent:
 def existing_device_tensors() -> list[Tensor]:
     """Parameters, buffers and gradients of every live module, and every optimizer's state.
 
-    What a real device holds before a phase starts. Runs ``gc.collect()`` first so modules of
-    finished runs are gone.
+    What a real device holds before a phase starts (after ``gc.collect()``: finished runs go).
     """
     gc.collect()
     found: list[Any] = []
@@ -283,7 +283,7 @@ class VirtualDeviceBudget(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if not self._enabled or getattr(_LOCAL, "host", 0):
+        if not self._enabled or getattr(_LOCAL, "host", 0) > 0:
             return func(*args, **kwargs)
         for t in _tensors(args):
             self._adopt(t)
