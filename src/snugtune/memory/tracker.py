@@ -97,7 +97,12 @@ class MemoryTracker(TorchDispatchMode):
         category = self._category_for(func, args)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self._see(t, category)
+                if self._serial(t) is None and _aliases_input(t, args, kwargs):
+                    # a view of a tensor made before tracking (a constant held by a module):
+                    # it exists already, like the weights
+                    self.set_category([t], Category.PARAMETERS)
+                else:
+                    self._see(t, category)
         if func in _CONV_OPS:
             self._record_conv(func, args, out)
         return out
@@ -251,6 +256,21 @@ class MemoryTracker(TorchDispatchMode):
             labels=tuple(s.labels),
             convs=tuple(s.convs),
         )
+
+
+def _aliases_input(t: torch.Tensor, args: Any, kwargs: Any) -> bool:
+    try:
+        st = t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return False
+    for a in tree_flatten((args, kwargs))[0]:
+        if isinstance(a, torch.Tensor):
+            try:
+                if a.untyped_storage() is st:
+                    return True
+            except (RuntimeError, NotImplementedError):
+                continue
+    return False
 
 
 def _canonical(events: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:

@@ -32,13 +32,25 @@ _GROUPS = {
 
 
 def _size(n: int) -> str:
-    return f"{n / GIB:.1f} GiB" if n >= GIB // 10 else f"{n / MIB:.0f} MiB"
+    if n >= GIB // 10:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / MIB:.0f} MiB" if n >= MIB else f"{n / 1024:.0f} KiB"
 
 
 def _num(n: int) -> str:
-    if n >= GIB // 10:
-        return f"{n / GIB:.1f}"
-    return f"{n / MIB:.0f} MiB" if n >= MIB else f"{n / 1024:.0f} KiB"
+    return f"{n / GIB:.1f}" if n >= GIB // 10 else _size(n)
+
+
+def _smaller_resolutions(res: int) -> list[int]:
+    """75% and 50% of ``res``, rounded down to a multiple of 32 (8 below 64 px)."""
+    out = []
+    for share in (0.75, 0.5):
+        r = int(res * share)
+        step = 32 if r >= 64 else 8
+        r = max(16, r // step * step)
+        if r < res and r not in out:
+            out.append(r)
+    return out
 
 
 def grouped(breakdown: dict[str, int]) -> dict[str, int]:
@@ -79,10 +91,7 @@ def _suggestions(ctx: PlanContext, phase: PhaseConfig, cand: Candidate) -> list[
         if _fits_at_one(ctx, lean, dataclasses.replace(cand, checkpointing=())):
             out.append(f"freezing more (phases.{phase.name}.trainable: {trainable})")
             break
-    for share in (0.75, 0.5):
-        res = max(32, int(ctx.resolution * share) // 32 * 32)
-        if res >= ctx.resolution:
-            continue
+    for res in _smaller_resolutions(ctx.resolution):
         smaller = dataclasses.replace(ctx, resolution=res, sweeps={})
         if _fits_at_one(smaller, phase, cand):
             out.append(f"--resolution {res}")

@@ -95,6 +95,7 @@ def plan_run(
     num_train: int,
     resolution: int,
     device: str | None = None,
+    model: nn.Module | None = None,
 ) -> Plan:
     """Plan every phase of a run.
 
@@ -106,6 +107,8 @@ def plan_run(
         resolution: input resolution in pixels.
         device: ``cuda`` or ``cpu``; by default ``cfg.device``, where ``auto`` means ``cuda``
             (plans are for the accelerator; pass ``cpu`` to plan a CPU run).
+        model: the model to plan for (a ``Classifier``, real or on the meta device); built
+            from ``cfg.model`` on the meta device when omitted. It is not modified.
 
     Raises:
         BudgetError: a phase fits the budget in no configuration, even at micro-batch 1.
@@ -114,7 +117,8 @@ def plan_run(
     started = time.perf_counter()
     dev = device or ("cpu" if cfg.device == "cpu" else "cuda")
     ctx = PlanContext(
-        cfg=cfg, model=build_model(cfg.model, num_classes, cfg.head_hidden),
+        cfg=cfg, model=model if model is not None else build_model(
+            cfg.model, num_classes, cfg.head_hidden),
         gpu=get_gpu_profile(cfg.gpu), device=dev, resolution=resolution,
         num_classes=num_classes, num_train=num_train,
     )

@@ -111,9 +111,10 @@ class Plan:
         return cls(**kw, phases=phases)
 
     def save(self, path: str | Path) -> Path:
-        """Write the plan as JSON, atomically; a folder gets ``plan.json`` inside it."""
+        """Write the plan as JSON, atomically; a folder (any path not ending in ``.json``) gets
+        ``plan.json`` inside it. Returns the file written."""
         target = Path(path)
-        if target.is_dir():
+        if target.is_dir() or target.suffix.lower() != ".json":
             target = target / PLAN_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".plan.", suffix=".tmp")
