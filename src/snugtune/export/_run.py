@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
                check_images: int = CHECK_IMAGES) -> ExportResult:
     """Export the trained model of ``run_dir`` as ``fmt`` and check it against PyTorch.
 
-    The file is written beside its final name, loaded back (onnxruntime for ONNX,
+    The file is written in a staging folder beside its destination, loaded back (onnxruntime for ONNX,
     ``torch.jit.load``, safetensors) and run on up to ``check_images`` of the run's validation
     images, preprocessed as at inference, as one batch and as a batch of 1 (the batch axis is
     dynamic). Only when the largest logit difference is within ``TOLERANCE`` are the file and
@@ -81,27 +82,34 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
     path = Path(out) if out else run_dir / "export" / DEFAULT_NAMES[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     model, card = load_run(run_dir, "cpu")
-    model.set_checkpointing(())
+    model.set_checkpointing(())  # plain forward: nothing to trace through
     model = model.to(memory_format=torch.contiguous_format).float().eval()
     batches, source = check_inputs(run_dir, card["preprocessing"], check_images)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        info = _write(fmt, model, batches[0], tmp)
-        worst = CHECKERS[fmt](tmp, model, batches)
-        if not worst <= TOLERANCE:
-            raise ExportError(f"{fmt} export of {run_dir} differs from PyTorch by {worst:.3g} "
-                              f"(> {TOLERANCE:g}) on {len(batches[0])} {source} images; not "
-                              "written. Try another format or report the model name")
-        os.replace(tmp, path)
-        os.chmod(path, 0o666 & ~_umask())  # writers may create 0600 temp files
-        _move_external_data(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    info, worst = _write_checked(fmt, model, batches, path, f"{source} images of {run_dir}")
     result = ExportResult(path, card_path_for(path), fmt, worst, int(batches[0].shape[0]), source)
     _write_card(result, card, info, path, num_classes=int(card["num_classes"]))
     log.info("exported %s (%s); max |logit difference| vs PyTorch %.2g on %d %s images",
              path, fmt, worst, result.checked_on, source)
     return result
+
+
+def _write_checked(fmt: str, model: torch.nn.Module, batches: list[Tensor], path: Path,
+                   what: str) -> tuple[dict[str, Any], float]:
+    """Write into a staging folder, check, and only then move into place: (info, max diff)."""
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = staging / path.name  # the final name, so an ONNX file's external-data reference holds
+    try:
+        staging.mkdir()
+        info = _write(fmt, model, batches[0], tmp)
+        worst = CHECKERS[fmt](tmp, model, batches)
+        if not worst <= TOLERANCE:
+            raise ExportError(f"{fmt} export differs from PyTorch by {worst:.3g} (> {TOLERANCE:g}) "
+                              f"on {len(batches[0])} {what}; nothing written. Try another "
+                              "--format, or report the model name")
+        _publish(staging, path.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return info, worst
 
 
 def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path) -> dict[str, Any]:
@@ -115,17 +123,14 @@ def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path) -> dict
                           "try --format torchscript or safetensors") from e
 
 
-def _umask() -> int:
+def _publish(staging: Path, dest: Path) -> None:
+    """Move the checked file(s) into place (a large ONNX model's weights are in
+    ``<file>.data`` beside it), with normal permissions: writers may create 0600 files."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
-
-
-def _move_external_data(tmp: Path, path: Path) -> None:
-    """Large ONNX models keep weights in ``<file>.data``; follow the rename."""
-    data = tmp.with_name(tmp.name + ".data")
-    if data.exists():
-        os.replace(data, path.with_name(path.name + ".data"))
+    for f in staging.iterdir():
+        os.chmod(f, 0o666 & ~mask)
+        os.replace(f, dest / f.name)
 
 
 def check_inputs(run_dir: Path, pre: Mapping[str, Any], n: int) -> tuple[list[Tensor], str]:
