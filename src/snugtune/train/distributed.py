@@ -16,16 +16,23 @@ Policies (the single-process run is the reference; a data-parallel run takes the
 * **Exact gradients.** Each rank's loss is normalised by its own share's total sample weight
   ``T_r``; a DDP communication hook scales each rank's gradient by ``T_r / T`` (``T``: the
   global batch's weight, one scalar all-reduce per step) and sums. The update is the
-  single-process update whatever the shares, class weights, label smoothing or MixUp.
+  single-process update whatever the shares, class weights or label smoothing.
 * **One synchronisation per step.** DDP all-reduces only on the last micro-batch of a step on
   each rank (``no_sync`` for the others), so ranks may differ in micro-batch counts (uneven
   shares, an OOM retry on one device) without mismatched collectives. An OOM *inside* that
   synchronising backward cannot be retried; it ends the run with an error on every rank.
+* **Not bit-identical by nature.** Dropout masks and MixUp/CutMix partners are drawn per
+  rank over its share (the mixing stays within a share), so such runs are a different,
+  equally valid, random draw from a single process's; everything else matches up to float
+  rounding. BatchNorm layers that train (``train_bn``) normalise over each rank's share, as a
+  single process does over a micro-batch of the same size.
 * **Statistics.** Training sums (loss, correct, seen) and validation sums over a sharded
   validation set are all-reduced, so metrics equal a single process's up to float rounding.
   BatchNorm buffers (only trained with ``train_bn``) are broadcast from rank 0 each epoch.
 * **Files.** Only rank 0 scans, splits, plans and writes (checkpoints, metrics, reports,
   ``plan.json``); the others receive its results by broadcast (:meth:`World.from_main`).
+  Rank 0 fills the feature cache; the others then open it and find every entry
+  (:meth:`World.main_first`).
 * **Per device.** Budget and plan are per device: each rank's batch is
   ``ceil(batch_size / world_size)``; ``micro_batch`` and ``accumulation`` in the metrics are
   per process. DDP buckets are the gradients themselves (``gradient_as_bucket_view``).
@@ -33,7 +40,7 @@ Policies (the single-process run is the reference; a data-parallel run takes the
   the failed rank; a peer lost inside a collective raises :class:`DistributedError`. Hung
   peers are bounded by the process-group timeout, ``SNUGTUNE_DIST_TIMEOUT_S`` (default
   1800 s). ``--resume`` works with any number of processes (checkpoints are per run, not per
-  rank), and a worker group restarted by ``torchrun --max-restarts`` resumes by itself. With
+  rank, and steps per epoch do not depend on the process count unless a tail is merged), and a worker group restarted by ``torchrun --max-restarts`` resumes by itself. With
   torchrun's c10d rendezvous (``--standalone``, ``--rdzv-backend c10d``) restarted workers
   can find the previous attempt's peers in the shared store and fail to connect (PyTorch
   issues 135712, 167288): launch with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` to restart.
@@ -301,9 +308,10 @@ def _lost_peer(e: BaseException) -> str:
             "continue with: snugtune train --resume RUN (any number of processes)")
 
 
-def _init_group(backend: str, timeout: timedelta) -> None:
+def _init_group(backend: str, timeout: timedelta, device: torch.device) -> None:
+    bind = {"device_id": device} if device.type == "cuda" else {}  # NCCL: one GPU per rank
     try:
-        dist.init_process_group(backend, timeout=timeout)
+        dist.init_process_group(backend, timeout=timeout, **bind)
     except (RuntimeError, dist.DistError) as e:
         if not restarted_by_torchrun():
             raise
@@ -333,7 +341,7 @@ def session(device: torch.device) -> Iterator[World]:
     if owned:
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        _init_group(backend, timeout)
+        _init_group(backend, timeout, device)
         log.info("data-parallel: %d processes (%s), global batch split across them", size, backend)
     world = World(rank=rank, world_size=size, local_rank=local, device=device)
     quiet = logging.getLogger("snugtune")
