@@ -195,7 +195,8 @@ class VirtualDeviceBudget(TorchDispatchMode):
         self.ooms: list[OomEvent] = []
         self._sizes: dict[int, int] = {}  # id(storage object) -> nbytes
         self._refs: dict[int, weakref.ref[Any]] = {}  # keeps the free callbacks registered
-        self._lock = threading.Lock()
+        # Re-entrant: an allocation under the lock may run the cyclic GC, whose frees call back.
+        self._lock = threading.RLock()
         self._enabled = False
 
     def __enter__(self) -> VirtualDeviceBudget:
