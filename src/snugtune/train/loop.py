@@ -151,18 +151,28 @@ def train_step(
     total_w = weight_total(t, ctx.class_weights)
     rng = _rng_state()
     while True:
+        failed = False
         try:
             loss_sum, correct = _accumulate(model, x, t, ctx, micro.size, total_w, scaler)
-            break
         except torch.OutOfMemoryError:
-            _free_after_oom(model, optimizer)
-            _set_rng_state(rng)
-            micro.halve("train", step)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+            failed = True  # free outside the handler: the traceback pins the failed tensors
+        if not failed:
+            break
+        _free_after_oom(model, optimizer)
+        _set_rng_state(rng)
+        micro.halve("train", step)
+    try:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    except torch.OutOfMemoryError as e:
+        raise BudgetError(
+            "out of memory in the optimizer step (its state is created at the first step): "
+            "a smaller micro-batch cannot help. Try --optimizer sgd (1 state tensor instead of "
+            "2), freezing more (phases.*.trainable: top:1 or head) or a larger --gpu-memory"
+        ) from e
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, correct
 
@@ -184,8 +194,9 @@ def evaluate(
                 out = _eval_batch(model, x, ctx, micro.size)
                 break
             except torch.OutOfMemoryError:
-                gc.collect()
-                micro.halve("evaluate", -1)
+                pass
+            gc.collect()
+            micro.halve("evaluate", -1)
         p = out.softmax(-1)
         stats.loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
         stats.correct += int((p.argmax(-1) == y).sum())
