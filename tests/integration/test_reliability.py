@@ -113,8 +113,7 @@ def files(ckpt_dir: Path) -> set[str]:
 
 def temp_files(ckpt_dir: Path, pid: int | None = None) -> list[str]:
     """Checkpoint temp files (of ``pid`` only, if given)."""
-    tag = ".tmp-" if pid is None else f".tmp-{pid}"
-    return [n for n in files(ckpt_dir) if tag in n]
+    return [n for n in files(ckpt_dir) if ".tmp-" in n and (pid is None or n.endswith(f"-{pid}"))]
 
 
 def inode(path: Path) -> int | None:
