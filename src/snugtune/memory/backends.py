@@ -24,7 +24,16 @@ import torch
 
 from snugtune.memory.trace import ConvCall
 
-__all__ = ["cudnn_workspace_bytes", "onednn_block", "onednn_conv_extra_bytes"]
+__all__ = [
+    "DEPTHWISE_WGRAD_CHUNKS",
+    "cudnn_workspace_bytes",
+    "onednn_block",
+    "onednn_conv_extra_bytes",
+]
+
+# oneDNN's channels-last depthwise weight-gradient kernel keeps this many fp32 partial weight
+# gradients (measured with the profiler: 256 x the weight for 3x3 and 7x7, batch 2 to 32).
+DEPTHWISE_WGRAD_CHUNKS = 256
 
 
 def onednn_block() -> int:
@@ -41,13 +50,13 @@ def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def onednn_conv_extra_bytes(call: ConvCall, block: int, channels_last: bool) -> int:
+def onednn_conv_extra_bytes(call: ConvCall, block: int) -> int:
     """Bytes oneDNN holds during one CPU convolution beyond the outputs the tracker counts.
 
     Args:
-        call: the traced convolution (shapes NCHW-ordered).
+        call: the traced convolution (shapes NCHW-ordered; ``channels_last`` when the kernel
+            sees NHWC strides, e.g. after a permute, and skips the activation reorders).
         block: channel block (:func:`onednn_block`).
-        channels_last: whether activations are NHWC (no activation reorders then).
     """
     item = call.itemsize
     c_in, c_out = call.input_shape[1], call.weight_shape[0]
@@ -59,16 +68,24 @@ def onednn_conv_extra_bytes(call: ConvCall, block: int, channels_last: bool) -> 
     # bf16/fp16 weight gradients are accumulated in an fp32 buffer (~2.2x the low-precision
     # padded weight in the measurements) before the down-cast
     acc = (22 * w_r) // 10 if call.backward and item == 2 else 0
-    if channels_last:
-        # fwd: reordered weight; wgrad: blocked weight gradient + reorder of it
-        return max(2 * w_r, acc) if call.backward else w_r
+    if call.channels_last:
+        if not call.backward:
+            return w_r  # the reordered weight
+        # wgrad: blocked weight gradient + its reorder; depthwise kernels also reduce partial
+        # fp32 weight gradients over 256 chunks (measured: 256 x the weight, any batch/size),
+        # plus as many in the low-precision dtype for bf16/fp16
+        per_chunk = 4 + (item if item < 4 else 0)
+        chunks = DEPTHWISE_WGRAD_CHUNKS * _numel(call.weight_shape) * per_chunk if depthwise else 0
+        return max(2 * w_r, acc) + chunks
     reorder_src = depthwise or c_in >= block
     x_r = x * _pad(c_in, block) // c_in if reorder_src else 0
     if call.backward:
         # output-grad and input reorders feeding the weight gradient (with the fp32
-        # accumulator), or the blocked weight gradient beside its plain copy
+        # accumulator), or the blocked weight gradient beside its plain copy; depthwise
+        # kernels reduce partial weight gradients over 8 chunks
         g = _numel(call.output_shape) * item
-        return max(g + x_r + acc, w_r)
+        chunks = 8 * _numel(call.weight_shape) * 4 if depthwise else 0
+        return max(g + x_r + acc, w_r) + chunks
     # reordered input, reordered weight and blocked output live together, then the blocked
     # output is copied into the plain one the tracker counts
     y_b = y * _pad(c_out, block) // c_out

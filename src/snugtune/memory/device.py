@@ -143,9 +143,8 @@ class DeviceEstimate:
 class _Replay:
     """One pass over a trace: live bytes, library workspaces, and the allocator model."""
 
-    def __init__(self, trace: Trace, device: str, gpu: GpuProfile, channels_last: bool,
-                 limit: int | None) -> None:
-        self.trace, self.cuda, self.channels_last = trace, device == "cuda", channels_last
+    def __init__(self, trace: Trace, device: str, gpu: GpuProfile, limit: int | None) -> None:
+        self.trace, self.cuda = trace, device == "cuda"
         self.alloc = CachingAllocatorModel(limit=limit) if self.cuda else None
         self.block = onednn_block()
         self.gpu = gpu
@@ -191,7 +190,7 @@ class _Replay:
     def _workspace(self, call: ConvCall) -> int:
         if self.cuda:
             return cudnn_workspace_bytes(call)
-        return onednn_conv_extra_bytes(call, self.block, self.channels_last)
+        return onednn_conv_extra_bytes(call, self.block)
 
 
 def replay(
@@ -199,7 +198,6 @@ def replay(
     device: str,
     gpu: GpuProfile | None = None,
     *,
-    channels_last: bool = False,
     limit: int | None = None,
 ) -> DeviceEstimate:
     """Replay ``trace`` on the device model of ``device`` (``"cuda"`` or ``"cpu"``).
@@ -208,12 +206,11 @@ def replay(
         trace: a simulated (or measured) step.
         device: ``cuda`` or ``cpu``.
         gpu: the GPU profile (CUDA); generic by default.
-        channels_last: activations are NHWC (changes oneDNN's reorders on CPU).
         limit: cap on allocator-reserved bytes (CUDA) or live bytes (CPU); beyond it the
             estimate has ``oom=True``.
     """
     gpu = gpu or GPU_PROFILES["generic"]
-    r = _Replay(trace, device, gpu, channels_last, limit)
+    r = _Replay(trace, device, gpu, limit)
     oom = False
     try:
         r.run()

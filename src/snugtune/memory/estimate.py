@@ -154,7 +154,7 @@ def report_from_trace(
     ``limit`` caps the allocator's reserved bytes (a memory budget minus the context): the
     allocator then releases its cache under pressure and the peak is the one under the cap.
     """
-    est = replay(trace, cfg.device, gpu, channels_last=cfg.channels_last, limit=limit)
+    est = replay(trace, cfg.device, gpu, limit=limit)
     exclude = "host" if cfg.device == "cuda" else None
     breakdown = trace.breakdown_at(est.peak_index, exclude_device=exclude)
     breakdown["workspace"] = est.backend_bytes

@@ -64,10 +64,7 @@ class BatchSweep:
 
     def estimate(self, batch: int, gpu: GpuProfile, *, limit: int | None = None) -> DeviceEstimate:
         """Device estimate at ``batch`` (``limit`` caps allocator-reserved bytes)."""
-        return replay(
-            self.trace(batch), self.cfg.device, gpu, channels_last=self.cfg.channels_last,
-            limit=limit,
-        )
+        return replay(self.trace(batch), self.cfg.device, gpu, limit=limit)
 
     def report(
         self, batch: int, gpu: GpuProfile, *, limit: int | None = None, direct: bool = False

@@ -70,6 +70,7 @@ class ConvCall:
     groups: int
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
+    channels_last: bool = False  # the kernel sees NHWC strides (input's or weight's)
 
 
 @dataclass(frozen=True)
@@ -199,4 +200,5 @@ def _conv_at(c1: ConvCall, c2: ConvCall, steps: int) -> ConvCall:
         groups=c1.groups,
         stride=c1.stride,
         dilation=c1.dilation,
+        channels_last=c1.channels_last,
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -175,6 +176,7 @@ class MemoryTracker(TorchDispatchMode):
             groups=int(groups),
             stride=tuple(int(v) for v in stride),
             dilation=tuple(int(v) for v in dilation),
+            channels_last=_nhwc(x) or _nhwc(w),
         )
         self._s.events.append((CONV, len(self._s.convs), 0))
         self._s.convs.append(call)
@@ -256,6 +258,11 @@ class MemoryTracker(TorchDispatchMode):
             labels=tuple(s.labels),
             convs=tuple(s.convs),
         )
+
+
+def _nhwc(t: torch.Tensor) -> bool:
+    """Whether PyTorch's convolution treats ``t`` as channels-last (``suggest_memory_format``)."""
+    return t.dim() == 4 and suggest_memory_format(t) == torch.channels_last
 
 
 def _aliases_input(t: torch.Tensor, args: Any, kwargs: Any) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from snugtune.errors import ConfigError
@@ -114,10 +116,14 @@ def test_replay_cpu_adds_onednn_reorders_at_convolutions():
     w = 512 * 512 * 9 * 4
     # measured (profiler, AVX-512): input reorder + weight reorder + blocked output, beside the
     # plain output the tracker counts
-    assert onednn_conv_extra_bytes(call, 16, channels_last=False) == x + w
-    assert onednn_conv_extra_bytes(call, 16, channels_last=True) == w
+    assert onednn_conv_extra_bytes(call, 16) == x + w
+    nhwc = replace(call, channels_last=True)
+    assert onednn_conv_extra_bytes(nhwc, 16) == w
+    # channels-last depthwise weight gradients: 256 fp32 partial weight gradients
+    dw = replace(nhwc, backward=True, weight_shape=(512, 1, 7, 7), groups=512)
+    assert onednn_conv_extra_bytes(dw, 16) >= 256 * 512 * 49 * 4
     t = _trace([(ALLOC, 0, x), (ALLOC, 1, x), (CONV, 0, 0)], [call])
-    assert replay(t, "cpu").tensor_peak_bytes == 2 * x + onednn_conv_extra_bytes(call, replay_block(), False)
+    assert replay(t, "cpu").tensor_peak_bytes == 2 * x + onednn_conv_extra_bytes(call, replay_block())
 
 
 def replay_block() -> int:
