@@ -1,49 +1,51 @@
-"""Per-phase execution settings: from the memory planner, or the user's forced micro-batch."""
+"""Per-phase execution settings of a run: the memory planner's plan, saved as ``plan.json``."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from snugtune.config import TrainConfig
+from snugtune.errors import SnugtuneError
 from snugtune.models import Classifier
-from snugtune.train.setup import DataBundle, resolve_precision
+from snugtune.plan import PLAN_FILE, PhasePlan, Plan, plan_run
+from snugtune.train.setup import DataBundle
 
 __all__ = ["PhaseSetup", "plan_phases"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PhaseSetup:
-    """How one phase runs."""
-
-    micro_batch: int
-    precision: str
-    checkpointing: tuple[int, ...] = ()
-    channels_last: bool = False
-    feature_cache: bool = False
-    predicted_peak_bytes: int | None = None
+# A phase runs exactly as its plan says: micro-batch, precision, checkpointed blocks,
+# channels_last, feature cache, and the predicted peak the report compares with the measured.
+PhaseSetup = PhasePlan
 
 
 def plan_phases(
     cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int, device: torch.device,
     run_dir: Path,
 ) -> Sequence[PhaseSetup]:
-    """One ``PhaseSetup`` per phase; also writes ``plan.json`` in the run."""
-    precision = resolve_precision(cfg.precision, device)
-    micro = min(cfg.micro_batch or cfg.batch_size, cfg.batch_size)
-    setups = [
-        PhaseSetup(micro_batch=micro, precision=precision,
-                   feature_cache=cfg.feature_cache and ph.trainable == "head")
-        for ph in cfg.phases
-    ]
-    plan = {"resolution": resolution, "device": device.type,
-            "phases": [{"phase": ph.name, **s.__dict__} for ph, s in zip(cfg.phases, setups, strict=True)]}
-    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
-    return setups
+    """The run's plan, one ``PhasePlan`` per phase; a resumed run reuses its saved plan.
+
+    Raises:
+        BudgetError: a phase fits the budget in no configuration.
+    """
+    saved = run_dir / PLAN_FILE
+    if saved.exists():
+        try:
+            plan = Plan.load(saved)
+            if [p.phase for p in plan.phases] == [ph.name for ph in cfg.phases]:
+                return plan.phases
+        except (SnugtuneError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable %s (%s); planning again", saved, e)
+    plan = plan_run(cfg, num_classes=len(data.classes), num_train=len(data.train),
+                    resolution=resolution, device=device.type, model=model)
+    plan.save(run_dir)
+    for p in plan.phases:
+        log.info("plan %s: micro-batch %d x %d, %s, checkpointing %s, predicted peak %.1f MiB%s",
+                 p.phase, p.micro_batch, p.accumulation, p.precision, list(p.checkpointing) or "none",
+                 p.predicted_peak_bytes / 2**20,
+                 f" of {p.budget_bytes / 2**20:.0f} MiB" if p.budget_bytes else "")
+    return plan.phases
