@@ -15,15 +15,15 @@ The simulated loop is the one ``snugtune.train`` runs (and the one most PyTorch 
 
 ``device="cuda"`` means CUDA semantics while computing on fake CPU tensors (a GPU is not
 needed): the optimizer uses the multi-tensor ``foreach`` kernels that PyTorch picks by default
-for CUDA parameters, and autocast follows CUDA's op lists (:mod:`._cuda_autocast`).
+for CUDA parameters, attention runs CUDA's fused kernels and autocast follows CUDA's op lists
+(:mod:`._cuda`).
 fp16 is simulated without ``GradScaler``, which only adds a few scalar tensors.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snugtune.memory._adapter import configured
-from snugtune.memory._cuda_autocast import CudaAutocastPolicy
+from snugtune.memory._cuda import CudaSemantics
 from snugtune.memory._fake import DataDependentFallback, fake_parameters, new_fake_mode
 from snugtune.memory.trace import Category, Trace
 from snugtune.memory.tracker import MemoryTracker
@@ -152,16 +152,14 @@ class _NoTracker:
 def _autocast(cfg: StepConfig) -> Any:
     if cfg.precision == "fp32":
         return nullcontext()
-    dtype = _DTYPES[cfg.precision]
-    if cfg.device == "cuda":
-        return _cuda_semantics_autocast(dtype)
-    return torch.autocast("cpu", dtype=dtype)
+    return torch.autocast("cpu", dtype=_DTYPES[cfg.precision])
 
 
-@contextmanager
-def _cuda_semantics_autocast(dtype: torch.dtype) -> Iterator[None]:
-    with torch.autocast("cpu", dtype=dtype), CudaAutocastPolicy(dtype):
-        yield
+def _semantics(cfg: StepConfig) -> Any:
+    """CUDA's kernel choices (attention, autocast lists) when simulating for CUDA."""
+    if cfg.device != "cuda":
+        return nullcontext()
+    return CudaSemantics(_DTYPES.get(cfg.precision))
 
 
 def run_steps(
@@ -213,13 +211,14 @@ def _train_step(
         tr.mark(f"step{step}.micro{micro}.forward")
         x, y = _batch(cfg, fmt, classes)
         tr.set_category([x, y], Category.INPUT)
-        with _autocast(cfg):
-            logits = model(x)  # (B, C)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        del x, y
-        tr.mark(f"step{step}.micro{micro}.backward")
-        with tr.backward_phase():
-            (loss / cfg.accumulation).backward()
+        with _semantics(cfg):
+            with _autocast(cfg):
+                logits = model(x)  # (B, C)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            del x, y
+            tr.mark(f"step{step}.micro{micro}.backward")
+            with tr.backward_phase():  # checkpointed blocks re-run their forward here
+                (loss / cfg.accumulation).backward()
         del logits, loss
     tr.set_category([p.grad for p in params], Category.GRADIENTS)
     tr.mark(f"step{step}.optimizer")
@@ -236,7 +235,7 @@ def _eval_step(model: nn.Module, cfg: StepConfig, tr: Any, fmt: torch.memory_for
     model.eval()
     x, _ = _batch(cfg, fmt, None)
     tr.set_category([x], Category.INPUT)
-    with torch.no_grad(), _autocast(cfg):
+    with torch.no_grad(), _semantics(cfg), _autocast(cfg):
         logits = model(x)
     del logits, x
     tr.mark("eval.done")

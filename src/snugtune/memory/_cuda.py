@@ -1,7 +1,18 @@
-"""CUDA autocast's op lists, applied while simulating on (fake) CPU tensors.
+"""CUDA semantics while simulating on (fake) CPU tensors: autocast's op lists, SDPA's kernel.
 
 A simulation runs on fake CPU tensors (the autograd engine cannot run fake CUDA tensors
-without a GPU), under CPU autocast. CPU and CUDA autocast agree on what runs in low precision
+without a GPU), under CPU autocast. Two things differ on CUDA in ways that change memory:
+
+Attention. ``F.scaled_dot_product_attention`` with an attention mask (relative-position
+biases, as in timm's ``vit_relpos_*``) runs the math kernel on the CPU, which saves the
+(B, heads, N, N) attention matrix for backward; on CUDA the memory-efficient kernel (and flash
+attention in half precision on sm80+) saves only the output and a (B, heads, N) log-sum-exp.
+Under CUDA semantics SDPA calls ``aten._scaled_dot_product_efficient_attention`` whenever CUDA
+would pick a fused kernel (head dim a multiple of 4 in fp32 or 8 in half precision, no GQA):
+the same saved tensors as flash attention up to the log-sum-exp's padding. Source:
+``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp`` (backend selection and checks).
+
+Autocast. CPU and CUDA autocast agree on what runs in low precision CPU and CUDA autocast agree on what runs in low precision
 (convolutions, matmuls, linear) but CUDA also forces fp32 for normalisations, softmax and
 pointwise transcendental ops, which changes activation bytes of transformers (layer norm and
 attention-softmax outputs are fp32 on CUDA, bf16 on CPU). This ``TorchFunctionMode`` sits above
@@ -22,7 +33,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-__all__ = ["CudaAutocastPolicy"]
+__all__ = ["CudaSemantics"]
 
 _T = torch.Tensor
 
@@ -55,20 +66,22 @@ _FP32_OUT = _named(torch, "softmax log_softmax cumprod cumsum prod sum") | _name
 _LOW = _named(torch, "einsum mv addmv addr chain_matmul") | _named(_T, "mv addmv addr")
 
 
-class CudaAutocastPolicy(TorchFunctionMode):
-    """Apply CUDA autocast's fp32 and extra low-precision lists on top of CPU autocast.
+class CudaSemantics(TorchFunctionMode):
+    """Apply CUDA's SDPA kernel choice and autocast lists on top of CPU autocast.
 
     Args:
-        dtype: the autocast dtype (bf16 or fp16).
+        dtype: the autocast dtype (bf16 or fp16); its lists apply only while CPU autocast is on.
     """
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    def __init__(self, dtype: torch.dtype | None) -> None:
         super().__init__()
         self.dtype = dtype
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = dict(kwargs or {})
-        if not torch.is_autocast_enabled("cpu"):
+        if func is F.scaled_dot_product_attention:
+            return _sdpa(*args, **kwargs)
+        if self.dtype is None or not torch.is_autocast_enabled("cpu"):
             return func(*args, **kwargs)
         if func in _FP32:
             args, kwargs = tree_map(self._up, (args, kwargs))
@@ -86,6 +99,49 @@ class CudaAutocastPolicy(TorchFunctionMode):
         return x.float() if self._is_low(x) else x
 
     def _down(self, x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+        if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and self.dtype is not None:
             return x.to(self.dtype)
         return x
+
+
+def _sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` as CUDA would run it (see the module docstring)."""
+    if torch.is_autocast_enabled("cpu"):  # SDPA is on autocast's low-precision list
+        low = torch.get_autocast_dtype("cpu")
+        query, key, value = (t.to(low) if t.dtype == torch.float32 else t for t in (query, key, value))
+    align = 4 if query.dtype == torch.float32 else 8
+    fused = (
+        not enable_gqa
+        and query.dim() == 4
+        and key.dim() == 4
+        and query.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and query.size(-1) % align == 0
+        and value.size(-1) % align == 0
+        and not (is_causal and attn_mask is not None)
+    )
+    if not fused:
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+            scale=scale, enable_gqa=enable_gqa)
+    bias = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            bias = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device)
+            bias = bias.masked_fill(attn_mask.logical_not(), float("-inf"))
+        else:
+            bias = attn_mask.to(query.dtype)
+        bias = bias.expand(query.size(0), query.size(1), query.size(2), key.size(2))
+    need_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (query, key, value) if isinstance(t, torch.Tensor))
+    out = torch.ops.aten._scaled_dot_product_efficient_attention(
+        query, key, value, bias, need_grad, dropout_p, is_causal, scale=scale)
+    return out[0]
