@@ -113,6 +113,8 @@ def run(a: argparse.Namespace) -> int:
         if not a.data:
             raise ConfigError("DATA: give an image folder to train on, or --resume RUN")
         result = train(config_from_args(a, a.data, a.out or "runs/latest"))
+    if getattr(result, "rank", 0) != 0:
+        return 0  # under torchrun only rank 0 reports
     if a.json:
         print(json.dumps(result.summary, indent=2, default=str))
         return 0

@@ -39,7 +39,7 @@ class MicroBatch:
     def accumulation(self, batch: int) -> int:
         return max(1, math.ceil(batch / self.size))
 
-    def halve(self, where: str, step: int) -> None:
+    def halve(self, where: str, step: int, epoch: int = 0) -> None:
         if self.size <= 1:
             raise BudgetError(
                 "out of memory at micro-batch 1: the model does not fit the budget even one "
@@ -48,9 +48,10 @@ class MicroBatch:
             )
         old = self.size
         self.size = max(1, old // 2)
-        self.recoveries.append({"step": step, "from": old, "to": self.size})
-        log.warning("%s: out of memory at micro-batch %d; retrying the same step at %d "
-                    "(accumulation x2, same effective batch)", where, old, self.size)
+        self.recoveries.append({"epoch": epoch, "step": step, "from": old, "to": self.size})
+        log.warning("%s: out of memory at micro-batch %d (epoch %d, step %d); retrying the same "
+                    "step at %d (accumulation x2, same effective batch)", where, old, epoch, step,
+                    self.size)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def train_step(
     micro: MicroBatch,
     *,
     step: int,
+    epoch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int]:
     """One optimizer step over an effective batch ``x`` (B, 3, H, W), ``y`` (B,).
@@ -160,7 +162,7 @@ def train_step(
             break
         _free_after_oom(model, optimizer)
         _set_rng_state(rng)
-        micro.halve("train", step)
+        micro.halve("train", step, epoch)
     try:
         if scaler is not None:
             scaler.step(optimizer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -126,10 +125,12 @@ class PhaseRunner:
         self.model.train()
         stats = EpochStats()
         desc = f"{self.phase.name} {self.state.phase.epoch + 1}/{self.phase.epochs}"
-        for x, y in progress(loader, desc=desc, enabled=self.cfg.progress and self.world.is_main):
+        batches = progress(loader, desc=desc, enabled=self.cfg.progress and self.world.is_main)
+        for step, (x, y) in enumerate(batches):
             begin_step(self.module, y, self.ctx)
             loss_sum, correct = train_step(self.module, optimizer, x, y, self.ctx, self.micro,
-                                           step=self.state.global_epoch, scaler=self.scaler)
+                                           step=step, epoch=self.state.global_epoch + 1,
+                                           scaler=self.scaler)
             scheduler.step()
             stats.loss_sum += loss_sum
             stats.correct += correct
@@ -153,7 +154,9 @@ class PhaseRunner:
         if st.improved(value, mode):
             st.best_metric, st.best_epoch, st.bad_epochs = value, st.epoch, 0
             st.best_val_accuracy, st.best_val_loss = stats.accuracy, stats.loss
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            # a host copy: a second set of weights on the device would count against the budget
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in self.model.state_dict().items()}
             return
         st.bad_epochs += 1
         if phase.patience is not None and st.bad_epochs >= phase.patience:

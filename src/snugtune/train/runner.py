@@ -15,7 +15,7 @@ import yaml
 from snugtune import __version__
 from snugtune.config import TrainConfig, build_config, config_to_dict
 from snugtune.errors import CheckpointError
-from snugtune.models import build_classifier
+from snugtune.models import build_classifier, resolve_backbone
 from snugtune.report import MetricsLog
 from snugtune.train.checkpoint import load_checkpoint, save_checkpoint
 from snugtune.train.distributed import NullMetrics, World, restarted_by_torchrun, session
@@ -66,11 +66,22 @@ def train(cfg: TrainConfig) -> TrainResult:
             return resume(run_dir)
         raise CheckpointError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                               "or choose another --out")
+    resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
     with session(resolve_device(cfg.device)) as world:
         if world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            _start_run_dir(run_dir, cfg)
         return _Run(cfg, run_dir, world).execute(None)
+
+
+def _start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Write the resolved config atomically; drop what a run that died before its first
+    checkpoint left (its split and plan were made for other settings)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("split.json", "plan.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(run_dir / "config.yaml")
 
 
 def resume(run_dir: str | Path) -> TrainResult:
