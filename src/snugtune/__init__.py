@@ -7,6 +7,9 @@ The Python API mirrors the CLI and returns dataclasses::
     result = snugtune.train(cfg)            # TrainResult
     report = snugtune.evaluate("runs/flowers")   # ClassificationReport on the held-out split
     preds = snugtune.predict("runs/flowers", ["img.jpg"], top_k=3)
+    plan = snugtune.plan(snugtune.build_config(overrides={"data": "data/", "gpu_memory": "4GiB"}))
+    mem = snugtune.estimate_memory("vgg16", batch=32, res=224, precision="fp16")  # MemoryReport
+    exported = snugtune.export_run("runs/flowers", "onnx")   # ExportResult (checked)
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from snugtune.errors import (  # noqa: E402
     SnugtuneError,
     WeightsError,
 )
+from snugtune.export import ExportResult, export_run  # noqa: E402
+from snugtune.memory import MemoryReport, estimate_memory  # noqa: E402
+from snugtune.plan import PhasePlan, Plan  # noqa: E402
 from snugtune.train import (  # noqa: E402
     Prediction,
     TrainResult,
@@ -31,10 +37,12 @@ from snugtune.train import (  # noqa: E402
 )
 from snugtune.train import evaluate_run as evaluate  # noqa: E402
 from snugtune.train import train as _train_fn  # noqa: E402
+from snugtune.train.planning import plan_folder as _plan_fn  # noqa: E402
 
-# ``snugtune.train`` is the function (the API users call); the sub-package stays importable
-# as ``snugtune.train.<module>`` through sys.modules.
+# ``snugtune.train`` and ``snugtune.plan`` are the functions users call; the sub-packages of
+# the same names stay importable as ``snugtune.train.<module>`` through sys.modules.
 train = _train_fn
+plan = _plan_fn
 
 __all__ = [
     "AugmentConfig",
@@ -42,6 +50,10 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "ExportResult",
+    "MemoryReport",
+    "PhasePlan",
+    "Plan",
     "PhaseConfig",
     "Prediction",
     "SnugtuneError",
@@ -50,8 +62,11 @@ __all__ = [
     "WeightsError",
     "__version__",
     "build_config",
+    "estimate_memory",
     "evaluate",
+    "export_run",
     "load_run",
+    "plan",
     "predict",
     "resume",
     "train",

@@ -14,7 +14,7 @@ from snugtune.models import Classifier
 from snugtune.plan import PLAN_FILE, PhasePlan, Plan, plan_run
 from snugtune.train.setup import DataBundle
 
-__all__ = ["PhaseSetup", "plan_phases"]
+__all__ = ["PhaseSetup", "plan_folder", "plan_phases"]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +49,27 @@ def plan_phases(
                  p.predicted_peak_bytes / 2**20,
                  f" of {p.budget_bytes / 2**20:.0f} MiB" if p.budget_bytes else "")
     return plan.phases
+
+
+def plan_folder(cfg: TrainConfig, device: str | None = None) -> Plan:
+    """Plan a run on ``cfg.data`` without training: scan, split, resolve the resolution, plan.
+
+    Args:
+        cfg: the run's settings (``gpu_memory``, ``model``, ``batch_size``, ...).
+        device: ``cuda`` or ``cpu`` to plan for; by default ``cfg.device`` (``auto``: cuda).
+
+    Raises:
+        DataError: the folder cannot be used. BudgetError: nothing fits the budget.
+    """
+    from snugtune.data import scan_folder, split_samples
+    from snugtune.memory import build_model
+    from snugtune.train.setup import choose_resolution
+
+    scan = scan_folder(cfg.data, workers=cfg.workers)
+    train = scan.samples
+    if scan.val_samples is None:
+        train, _ = split_samples(scan.samples, cfg.val_split, cfg.seed)
+    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden)
+    resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
+    return plan_run(cfg, num_classes=len(scan.classes), num_train=len(train),
+                    resolution=resolution, device=device, model=model)
