@@ -3,6 +3,7 @@
 import dataclasses
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,12 +23,12 @@ from snugtune.train.cache import (
     view_seed,
 )
 from snugtune.train.inputs import CachedFeatures, _pick, cache_views, phase_inputs
-from snugtune.train.planning import PhaseSetup
 from snugtune.train.setup import DataBundle
 
 NO_AUG = AugmentConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
                        horizontal_flip=False)
-SETUP = PhaseSetup(micro_batch=8, precision="fp32", feature_cache=True)
+# What phase_inputs reads of the phase's plan (a PhasePlan has many more fields).
+SETUP = SimpleNamespace(micro_batch=8, precision="fp32", feature_cache=True, channels_last=False)
 CPU = torch.device("cpu")
 
 

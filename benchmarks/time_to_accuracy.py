@@ -1,0 +1,177 @@
+"""Time to accuracy: wall time from ``snugtune.train`` to 97% validation accuracy on Animal-MNIST.
+
+Default backbone and settings (``tf_efficientnet_lite0`` with its packaged ImageNet weights,
+the resolution snugtune picks for 28 px images, the default head + finetune recipe, feature
+cache, workers), the full data set (10 classes x 1,000, 20% held out by snugtune's split). The
+clock starts just before ``train(cfg)`` (so it includes the folder scan, model build, planning,
+the feature-cache fill and validation) and stops at the end of the first epoch whose validation
+accuracy reaches the target; the run is then interrupted (``--full`` lets it finish). Writing
+the demo images is excluded (a user has their folder already), as is installation.
+
+Each repeat uses a fresh run folder, so a fresh feature cache. The JSON gives every repeat's
+epoch timeline (phase, epoch, val accuracy, seconds since start), the cache fill, the median,
+the machine and the load averages around each repeat (the machine may be shared).
+
+Usage: ``python benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+import snugtune.train.runner as runner
+from snugtune.config import DEFAULT_MODEL, build_config
+from snugtune.data import write_animal_mnist
+from snugtune.report import MetricsLog
+from snugtune.train import train
+
+log = logging.getLogger("benchmarks.time_to_accuracy")
+
+TARGET_SECONDS = 180.0
+
+
+class _Reached(Exception):
+    """Raised from the metrics hook to stop a run once the target accuracy is reached."""
+
+
+def load() -> list[float]:
+    """1, 5 and 15 minute load averages (other work on a shared machine skews timings)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "platform": platform.platform()}
+
+
+class _Hooks:
+    """Timestamps every epoch row and every phase's input set-up (the cache fill) of one run."""
+
+    def __init__(self, target: float, stop: bool) -> None:
+        self.target, self.stop = target, stop
+        self.t0 = time.perf_counter()
+        self.epochs: list[dict[str, Any]] = []
+        self.inputs: list[dict[str, Any]] = []
+        self.reached_at: float | None = None
+
+    def now(self) -> float:
+        return round(time.perf_counter() - self.t0, 2)
+
+    def wrap_append(self, original: Callable[..., None]) -> Callable[..., None]:
+        def append(log_self: MetricsLog, row: dict[str, Any]) -> None:
+            original(log_self, row)
+            acc = row.get("val_accuracy")
+            self.epochs.append({"phase": row["phase"], "epoch": row["epoch"], "val_accuracy": acc,
+                                "train_seconds": row["seconds"], "at_seconds": self.now()})
+            if acc is not None and acc >= self.target and self.reached_at is None:
+                self.reached_at = self.now()
+                if self.stop:
+                    raise _Reached
+
+        return append
+
+    def wrap_inputs(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def phase_inputs(*a: Any, **k: Any) -> Any:
+            start = self.now()
+            result = original(*a, **k)
+            self.inputs.append({"started_at": start, "seconds": round(self.now() - start, 2),
+                                "feature_cache": result.feature_cache})
+            return result
+
+        return phase_inputs
+
+
+def timed_run(root: Path, work: Path, target: float, stop: bool) -> dict[str, Any]:
+    """One default-settings run, timed until ``target`` validation accuracy."""
+    out = work / f"run-{time.monotonic_ns()}"
+    cfg = build_config(None, {"data": str(root), "out": str(out), "progress": False})
+    hooks = _Hooks(target, stop)
+    original_append, original_inputs = MetricsLog.append, runner.phase_inputs
+    MetricsLog.append = hooks.wrap_append(original_append)  # type: ignore[method-assign]
+    runner.phase_inputs = hooks.wrap_inputs(original_inputs)
+    before = load()
+    hooks.t0 = time.perf_counter()
+    try:
+        train(cfg)
+    except _Reached:
+        pass
+    finally:
+        MetricsLog.append = original_append  # type: ignore[method-assign]
+        runner.phase_inputs = original_inputs
+    total = hooks.now()
+    shutil.rmtree(out, ignore_errors=True)
+    best = max((e["val_accuracy"] or 0.0 for e in hooks.epochs), default=0.0)
+    return {"seconds_to_target": hooks.reached_at, "reached": hooks.reached_at is not None,
+            "best_val_accuracy": best, "run_seconds": total, "epochs": hooks.epochs,
+            "phase_inputs": hooks.inputs, "load_before": before, "load_after": load()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, help="write the JSON here too")
+    p.add_argument("--data", type=Path, help="Animal-MNIST class folders (default: written to a temp dir)")
+    p.add_argument("--target", type=float, default=0.97, help="validation accuracy to reach")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--full", action="store_true", help="let each run finish after the target")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("snugtune").setLevel(logging.WARNING)
+    t0, start_load = time.perf_counter(), load()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="snugtune-tta-") as tmp:
+        root = args.data or write_animal_mnist(Path(tmp) / "data")
+        for r in range(args.repeats):
+            runs.append(timed_run(Path(root), Path(tmp), args.target, stop=not args.full))
+            log.info("repeat %d: %s s to %.2f (best %.4f), load %s", r, runs[-1]["seconds_to_target"],
+                     args.target, runs[-1]["best_val_accuracy"], runs[-1]["load_after"])
+    reached = [r["seconds_to_target"] for r in runs if r["reached"]]
+    median = round(statistics.median(reached), 1) if len(reached) == len(runs) else None
+    report = {
+        "benchmark": "time_to_accuracy", "machine": machine(),
+        "settings": {"model": DEFAULT_MODEL, "data": "Animal-MNIST, 10 x 1,000 28x28 PNG, 20% val",
+                     "target_val_accuracy": args.target, "repeats": args.repeats,
+                     "config": "snugtune defaults (resolution, recipe, feature cache, workers)",
+                     "stopped_at_target": not args.full},
+        "summary": {"median_seconds_to_target": median, "target_seconds": TARGET_SECONDS,
+                    "met": median is not None and median <= TARGET_SECONDS,
+                    "all_seconds": [r["seconds_to_target"] for r in runs]},
+        "runs": runs, "load": {"start": start_load, "end": load()},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
