@@ -30,12 +30,14 @@ from snugtune.units import KIB, MIB
 
 __all__ = [
     "CUBLAS_WORKSPACE_BYTES",
+    "CUDNN_MODULES_BYTES",
     "CUBLAS_WORKSPACE_BYTES_SM90",
     "DEFAULT_CONTEXT_BYTES",
     "GPU_PROFILES",
     "DeviceEstimate",
     "GpuProfile",
     "get_gpu_profile",
+    "context_bytes",
     "replay",
 ]
 
@@ -46,12 +48,18 @@ CUBLAS_WORKSPACE_BYTES_SM90 = 8 * 4096 * KIB
 # Handles are per thread: the forward runs on the Python thread, backward on the autograd
 # engine's device thread (torch/csrc/autograd/engine.cpp), so a training step holds two.
 CUBLAS_HANDLES = 2
-# The CUDA context plus the kernel images of the CUDA runtime, cuBLAS and cuDNN, as
-# nvidia-smi shows it for a PyTorch process before its first tensor. It depends on the driver,
-# the CUDA/cuDNN versions and lazy module loading far more than on the GPU. Default: the
-# intercept of ../shared/calibration (GPUMemNet, A100, PyTorch 2.x): its smallest models
-# (test_vit, ~0.1 GiB of tensors at batch 8) read ~1.7 GiB.
+# The CUDA context plus the kernel images of the CUDA runtime and cuBLAS, as nvidia-smi shows
+# it for a PyTorch process that has run matmuls. It depends on the driver, the CUDA version
+# and lazy module loading far more than on the GPU. Default: the intercept of
+# ../shared/calibration (GPUMemNet, A100, PyTorch 2.x) for convolution-free transformers
+# (deit_small: measured - predicted allocator reserve = 1599 MiB at batch 8).
 DEFAULT_CONTEXT_BYTES = 1600 * MIB
+# With lazy module loading (CUDA_MODULE_LOADING=LAZY, PyTorch's default since CUDA 11.7) cuDNN's
+# convolution kernels are loaded when first used: networks made of convolutions read ~128 MiB
+# more than transformers in the same calibration set (lcnet_035, repghostnet_050: 1727 MiB).
+CUDNN_MODULES_BYTES = 128 * MIB
+# A lone convolution (a transformer's patch embedding) loads few kernels.
+CUDNN_MODULES_MIN_CONVS = 4
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class DeviceEstimate:
         reserved_bytes: allocator segments at their peak (CUDA; the tensor peak on CPU).
         context_bytes: CUDA context (0 on CPU).
         predicted_peak_bytes: the device total.
-        oom: the step does not fit the replay's limit.
+        oom: the step does not fit the replay's budget.
     """
 
     tensor_peak_bytes: int
@@ -193,12 +201,20 @@ class _Replay:
         return onednn_conv_extra_bytes(call, self.block)
 
 
+def context_bytes(trace: Trace, gpu: GpuProfile) -> int:
+    """CUDA context of a process running ``trace``: the profile's, plus cuDNN's kernels."""
+    forward_convs = sum(1 for c in trace.convs if not c.backward)
+    steps = max(1, sum(1 for label in trace.labels if label.endswith(".forward")))
+    many = forward_convs / steps > CUDNN_MODULES_MIN_CONVS
+    return gpu.context_bytes + (CUDNN_MODULES_BYTES if many else 0)
+
+
 def replay(
     trace: Trace,
     device: str,
     gpu: GpuProfile | None = None,
     *,
-    limit: int | None = None,
+    budget: int | None = None,
 ) -> DeviceEstimate:
     """Replay ``trace`` on the device model of ``device`` (``"cuda"`` or ``"cpu"``).
 
@@ -206,20 +222,24 @@ def replay(
         trace: a simulated (or measured) step.
         device: ``cuda`` or ``cpu``.
         gpu: the GPU profile (CUDA); generic by default.
-        limit: cap on allocator-reserved bytes (CUDA) or live bytes (CPU); beyond it the
-            estimate has ``oom=True``.
+        budget: device memory the step must fit (CUDA: the allocator may reserve the budget
+            minus the context, as ``set_per_process_memory_fraction`` caps it; CPU: live
+            bytes); beyond it the estimate has ``oom=True``.
     """
     gpu = gpu or GPU_PROFILES["generic"]
+    cuda = device == "cuda"
+    context = context_bytes(trace, gpu) if cuda else 0
+    limit = None if budget is None else budget - context
     r = _Replay(trace, device, gpu, limit)
-    oom = False
-    try:
-        r.run()
-    except OutOfMemory:
-        oom = True
+    oom = limit is not None and limit <= 0
+    if not oom:
+        try:
+            r.run()
+        except OutOfMemory:
+            oom = True
     reserved = r.alloc.peak_reserved if r.alloc is not None else r.best[0]
     if r.alloc is None and limit is not None:
         oom = r.best[0] > limit
-    context = gpu.context_bytes if r.cuda else 0
     return DeviceEstimate(
         tensor_peak_bytes=r.best[0],
         peak_index=r.best[1],

@@ -35,7 +35,7 @@ class MemoryReport:
         breakdown: bytes by term at the peak; sums to ``predicted_peak_bytes``.
         top_layers: (module, saved activation bytes) at the peak, largest first.
         peak_phase: where the peak happens (``step1.micro0.backward``, ``step1.optimizer``...).
-        fits: False when the step ran out of memory under the replay's limit.
+        fits: False when the step does not fit the budget it was replayed under.
     """
 
     model: str
@@ -147,14 +147,14 @@ def report_from_trace(
     name: str,
     classes: int,
     gpu: GpuProfile,
-    limit: int | None = None,
+    budget: int | None = None,
 ) -> MemoryReport:
     """Turn a simulated trace into a :class:`MemoryReport` on ``cfg.device``.
 
-    ``limit`` caps the allocator's reserved bytes (a memory budget minus the context): the
-    allocator then releases its cache under pressure and the peak is the one under the cap.
+    ``budget`` (device bytes) caps the allocator's reserve at the budget minus the context:
+    the allocator then releases its cache under pressure and the peak is the one under the cap.
     """
-    est = replay(trace, cfg.device, gpu, limit=limit)
+    est = replay(trace, cfg.device, gpu, budget=budget)
     exclude = "host" if cfg.device == "cuda" else None
     breakdown = trace.breakdown_at(est.peak_index, exclude_device=exclude)
     breakdown["workspace"] = est.backend_bytes

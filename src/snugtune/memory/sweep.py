@@ -62,16 +62,16 @@ class BatchSweep:
             return self.trace(batch, direct=True)
         return derived
 
-    def estimate(self, batch: int, gpu: GpuProfile, *, limit: int | None = None) -> DeviceEstimate:
-        """Device estimate at ``batch`` (``limit`` caps allocator-reserved bytes)."""
-        return replay(self.trace(batch), self.cfg.device, gpu, limit=limit)
+    def estimate(self, batch: int, gpu: GpuProfile, *, budget: int | None = None) -> DeviceEstimate:
+        """Device estimate at ``batch`` (within ``budget`` bytes of device memory if given)."""
+        return replay(self.trace(batch), self.cfg.device, gpu, budget=budget)
 
     def report(
-        self, batch: int, gpu: GpuProfile, *, limit: int | None = None, direct: bool = False
+        self, batch: int, gpu: GpuProfile, *, budget: int | None = None, direct: bool = False
     ) -> MemoryReport:
         """Full :class:`MemoryReport` at ``batch``."""
         cfg = replace(self.cfg, batch=batch)
         return report_from_trace(
             self.trace(batch, direct=direct), cfg, name=self.name, classes=self.classes, gpu=gpu,
-            limit=limit,
+            budget=budget,
         )

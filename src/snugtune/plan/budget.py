@@ -63,19 +63,19 @@ def min_need(ctx: PlanContext, sweep: BatchSweep, batch: int) -> tuple[int, Memo
     from snugtune.plan.search import SAFETY_MARGIN
 
     free = sweep.estimate(batch, ctx.gpu)
-    context = free.context_bytes
-    lo, hi = max(0, free.tensor_peak_bytes - 1), free.reserved_bytes  # lo fails, hi fits
+    # lo fails (below the live tensors), hi fits (the unconstrained peak)
+    lo, hi = free.context_bytes + free.tensor_peak_bytes - 1, free.predicted_peak_bytes
     if ctx.device == "cuda":
         while hi - lo > MIB:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if not sweep.estimate(batch, ctx.gpu, limit=mid).oom else (mid, hi)
-    report = sweep.report(batch, ctx.gpu, limit=hi)
-    return int((hi + context) / (1.0 - SAFETY_MARGIN)), report
+            lo, hi = (lo, mid) if not sweep.estimate(batch, ctx.gpu, budget=mid).oom else (mid, hi)
+    report = sweep.report(batch, ctx.gpu, budget=hi)
+    return int(hi / (1.0 - SAFETY_MARGIN)), report
 
 
 def _fits_at_one(ctx: PlanContext, phase: PhaseConfig, cand: Candidate) -> bool:
     sweep = ctx.sweep(phase, cand, 1)
-    return not sweep.estimate(1, ctx.gpu, limit=ctx.limit).oom
+    return not sweep.estimate(1, ctx.gpu, budget=ctx.usable).oom
 
 
 def _suggestions(ctx: PlanContext, phase: PhaseConfig, cand: Candidate) -> list[str]:

@@ -56,12 +56,11 @@ class PlanContext:
         return self.cfg.gpu_memory
 
     @property
-    def limit(self) -> int | None:
-        """Cap on allocator-reserved (CUDA) or live (CPU) bytes that a plan must respect."""
+    def usable(self) -> int | None:
+        """The budget less the safety margin: what a plan's predicted peak must stay within."""
         if self.budget is None:
             return None
-        usable = int(self.budget * (1.0 - SAFETY_MARGIN))
-        return usable - (self.gpu.context_bytes if self.device == "cuda" else 0)
+        return int(self.budget * (1.0 - SAFETY_MARGIN))
 
     @property
     def cap(self) -> tuple[int, str]:
@@ -181,7 +180,7 @@ def plan_phase(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:
 
 
 def _fits(ctx: PlanContext, sweep: BatchSweep, batch: int) -> bool:
-    return not sweep.estimate(batch, ctx.gpu, limit=ctx.limit).oom
+    return not sweep.estimate(batch, ctx.gpu, budget=ctx.usable).oom
 
 
 def max_fit(ctx: PlanContext, sweep: BatchSweep, cap: int) -> int:
@@ -194,8 +193,8 @@ def max_fit(ctx: PlanContext, sweep: BatchSweep, cap: int) -> int:
     # first guess from the affine growth of the unconstrained peak, then bisection
     p1 = sweep.estimate(1, ctx.gpu).predicted_peak_bytes
     p2 = sweep.estimate(2, ctx.gpu).predicted_peak_bytes
-    if ctx.limit is not None and p2 > p1:
-        guess = 1 + int((ctx.limit + _context(ctx) - p1) / (p2 - p1))
+    if ctx.usable is not None and p2 > p1:
+        guess = 1 + int((ctx.usable - p1) / (p2 - p1))
         for probe in (guess, guess + 1):
             if lo < probe < hi:
                 lo, hi = (probe, hi) if _fits(ctx, sweep, probe) else (lo, probe)
@@ -203,10 +202,6 @@ def max_fit(ctx: PlanContext, sweep: BatchSweep, cap: int) -> int:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if _fits(ctx, sweep, mid) else (lo, mid)
     return lo
-
-
-def _context(ctx: PlanContext) -> int:
-    return ctx.gpu.context_bytes if ctx.device == "cuda" else 0
 
 
 def finish(
@@ -218,7 +213,7 @@ def finish(
     while True:
         accumulation = math.ceil(total / micro)
         sweep = ctx.sweep(phase, cand, min(accumulation, 2))
-        report = sweep.report(micro, ctx.gpu, limit=ctx.limit, direct=True)
+        report = sweep.report(micro, ctx.gpu, budget=ctx.usable, direct=True)
         if report.fits or limited_by in ("micro_batch", "no budget") or micro == 1:
             break
         log.debug("phase %s: micro-batch %d failed verification", phase.name, micro)

@@ -105,7 +105,8 @@ def test_replay_cuda_adds_context_cublas_and_segments():
     assert est.reserved_bytes == 20 * MIB + 30 * MIB + 2 * MIB
     assert est.predicted_peak_bytes == gpu.context_bytes + est.reserved_bytes
     assert est.eval_peak_bytes == 1000 + cublas
-    assert replay(t, "cuda", gpu, limit=40 * MIB).oom
+    assert replay(t, "cuda", gpu, budget=gpu.context_bytes + 40 * MIB).oom
+    assert not replay(t, "cuda", gpu, budget=est.predicted_peak_bytes).oom
 
 
 def test_replay_cpu_adds_onednn_reorders_at_convolutions():
