@@ -7,9 +7,10 @@
   live tensor bytes and raises ``torch.OutOfMemoryError`` like a capped GPU, so the OOM
   recovery runs for real; the peak is its live-tensor peak; ``reserved_bytes`` stays ``None``
   (no caching allocator to measure).
-* CPU without a budget: nothing is measured (``None``) rather than guessed; counting every
-  operator in Python costs from ~25% (ResNet-18, 32 px) to ~2x (a tiny EfficientNet) of a
-  CPU step, too much to impose on every CPU run.
+* CPU without a budget: counting every operator in Python costs from ~25% (ResNet-18, 32 px)
+  to ~2x (a tiny EfficientNet) of a CPU step, too much to impose on a whole run, so only the
+  phase's first ``SAMPLED_STEPS`` optimizer steps are counted (``sampling()``): the optimizer
+  state appears in the first, so these hold the step's peak; later steps repeat it.
 
 A ``BudgetError`` leaving the meter (micro-batch 1 still out of memory) is re-raised with the
 figures the meter saw: the bytes held before the first step and a lower bound of the need.
@@ -17,7 +18,9 @@ figures the meter saw: the bytes held before the first step and a lower bound of
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from types import TracebackType
 
 import torch
@@ -26,7 +29,9 @@ from snugtune.errors import BudgetError
 from snugtune.memory.guard import CudaBudget, VirtualDeviceBudget
 from snugtune.units import format_bytes
 
-__all__ = ["PeakMeter"]
+__all__ = ["SAMPLED_STEPS", "PeakMeter"]
+
+SAMPLED_STEPS = 2
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,18 @@ class PeakMeter:
             and self.peak_bytes is not None
         ):
             raise BudgetError(self._explain(e, oom_floor)) from e
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Count live tensor bytes over one step where nothing else measures (CPU, no budget)."""
+        if self.device.type == "cuda" or self._virtual is not None:
+            yield
+            return
+        counter = VirtualDeviceBudget(None, device=self.device.type)
+        with counter:
+            yield
+        if counter.peak_bytes is not None:
+            self.peak_bytes = max(self.peak_bytes or 0, int(counter.peak_bytes))
 
     def _explain(self, e: BudgetError, needed_more_than: int | None) -> str:
         """The budget error with the figures: what was held, at least how much was needed.

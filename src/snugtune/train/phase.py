@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from snugtune.data import make_loader
 from snugtune.train.distributed import ShardedBatches, World, begin_step, sharded_loader
 from snugtune.train.loop import EpochStats, MicroBatch, StepContext, evaluate, train_step
 from snugtune.train.optim import build_optimizer, build_scheduler
+from snugtune.train.peak import SAMPLED_STEPS, PeakMeter
 from snugtune.train.progress import progress
 from snugtune.train.sampler import EpochSampler, epoch_seed
 from snugtune.train.state import RunState
@@ -53,6 +55,7 @@ class PhaseRunner:
     save: Callable[[dict[str, Any]], None]
     best_state: dict[str, Tensor] | None = None
     scaler: torch.amp.GradScaler | None = None
+    meter: PeakMeter | None = None
     world: World = field(default_factory=World)  # data-parallel peers (one process: no-op)
 
     @property
@@ -128,9 +131,11 @@ class PhaseRunner:
         batches = progress(loader, desc=desc, enabled=self.cfg.progress and self.world.is_main)
         for step, (x, y) in enumerate(batches):
             begin_step(self.module, y, self.ctx)
-            loss_sum, correct = train_step(self.module, optimizer, x, y, self.ctx, self.micro,
-                                           step=step, epoch=self.state.global_epoch + 1,
-                                           scaler=self.scaler)
+            sample = self.meter is not None and self.state.phase.epoch == 0 and step < SAMPLED_STEPS
+            with self.meter.sampling() if sample else contextlib.nullcontext():  # type: ignore[union-attr]
+                loss_sum, correct = train_step(self.module, optimizer, x, y, self.ctx, self.micro,
+                                               step=step, epoch=self.state.global_epoch + 1,
+                                               scaler=self.scaler)
             scheduler.step()
             stats.loss_sum += loss_sum
             stats.correct += correct

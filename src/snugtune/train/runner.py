@@ -170,7 +170,7 @@ class _Run:
         meter = PeakMeter(self.device, budget_bytes=self.cfg.gpu_memory)
         runner = PhaseRunner(self.cfg, i, self.model, inputs, ctx, micro, self.state,
                              on_epoch=self.metrics.append, save=self._save,
-                             best_state=self.best, scaler=scaler, world=self.world)
+                             best_state=self.best, scaler=scaler, world=self.world, meter=meter)
         if phase.epochs > 0:
             log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, phase.trainable,
                      micro.size, micro.accumulation(self._local_batch), setup.precision, phase.epochs)
