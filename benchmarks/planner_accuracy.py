@@ -177,21 +177,50 @@ def _calibration_rows(path: Path) -> dict[str, dict[int, float]]:
     return rows
 
 
-def _inconsistent(series: dict[int, float], batch: int, capacity: int) -> str | None:
-    """Why a measured peak cannot be a complete run's peak, or None.
-
-    A training step's memory grows with the batch; a peak at the card's capacity is an
-    out-of-memory run. Measurements are allowed 2% of noise.
-    """
+def _failed(series: dict[int, float], batch: int, capacity: int) -> str | None:
+    """Why a reading is not a completed run's peak on its own evidence, or None."""
     meas = series[batch]
     if meas >= 0.97 * capacity:
         return "at the card's capacity (out of memory)"
     if max(series.values()) < 1.05 * min(series.values()):
         return "does not grow with the batch (failed runs)"
-    if any(series[b] < meas / 1.02 for b in series if b > batch):
-        return "higher than at a larger batch"
-    if any(series[b] > meas * 1.02 for b in series if b < batch):
-        return "lower than at a smaller batch (failed run)"
+    if any(abs(series[b] - meas) <= 0.002 * meas for b in series if b != batch):
+        return "same reading as at another batch (failed run)"
+    return None
+
+
+def _monotone(readings: dict[int, float]) -> set[int]:
+    """Batches of the largest subset of readings that grows with the batch (2% noise).
+
+    Between equally large subsets the one with the lower readings wins: a reading too high
+    for its batch (another process on the GPU) is more common than one too low that still
+    grows with the batch.
+    """
+    batches = sorted(readings)
+    best: tuple[int, float, set[int]] = (0, 0.0, set())
+    for mask in range(1 << len(batches)):
+        chosen = [b for i, b in enumerate(batches) if mask >> i & 1]
+        values = [readings[b] for b in chosen]
+        if not all(b >= a / 1.02 for a, b in zip(values, values[1:], strict=False)):
+            continue
+        if (len(chosen), -sum(values)) > (best[0], -best[1]):
+            best = (len(chosen), sum(values), set(chosen))
+    return best[2]
+
+
+def _inconsistent(series: dict[int, float], batch: int, capacity: int) -> str | None:
+    """Why a measured peak cannot be a complete run's peak, or None.
+
+    A training step's memory grows with the batch: a reading at the card's capacity is an
+    out-of-memory run, a reading repeated at another batch a run that stopped before training;
+    of the rest, those outside the largest subset that grows with the batch (2% noise allowed)
+    are spikes or failed runs.
+    """
+    if reason := _failed(series, batch, capacity):
+        return reason
+    rest = {b: m for b, m in series.items() if _failed(series, b, capacity) is None}
+    if batch not in _monotone(rest):
+        return "not growing with the batch (spike or failed run)"
     return None
 
 

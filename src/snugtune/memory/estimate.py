@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from snugtune.errors import ConfigError
 from snugtune.memory._adapter import block_count
 from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
 from snugtune.memory.simulate import StepConfig, simulate
@@ -100,29 +101,22 @@ def estimate_memory(
     """Predict the peak memory of training ``model`` with one configuration.
 
     Two training steps and an evaluation step are simulated on fake tensors (no memory, no
-    GPU), then replayed on the device model.
+    GPU), then replayed on the device model. Options are those of ``snugtune memory``.
 
     Args:
         model: a model name (built as a snugtune ``Classifier`` with a new ``classes``-way
             head) or a module (a ``Classifier`` or any image classifier).
-        batch: micro-batch size.
-        res: input resolution (square).
-        classes: output classes (for a name).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
-        optimizer: ``adamw``, ``adam`` or ``sgd``.
-        trainable: ``all``, ``head`` or ``top:N``.
+        batch, res, classes: micro-batch size, square input resolution, output classes.
+        precision, optimizer, trainable: ``fp32|bf16|fp16``, ``adamw|adam|sgd``,
+            ``all|head|top:N``.
         checkpointing: ``True`` for every block, or block indices.
-        channels_last: NHWC activations and weights.
-        device: ``cuda`` or ``cpu``.
-        gpu: GPU profile name or profile (CUDA only).
-        weight_decay: the optimizer's (``None``: its default).
-        accumulation: micro-batches per optimizer step.
+        channels_last, device, gpu: NHWC format; ``cuda|cpu``; GPU profile (CUDA only).
+        weight_decay, accumulation: the optimizer's (``None``: its default); micro-batches
+            per optimizer step.
 
     Raises:
         ConfigError: unknown GPU profile, device or option.
     """
-    from snugtune.errors import ConfigError
-
     if device not in DEVICES:
         raise ConfigError(f"--device: {device!r} is not one of {', '.join(DEVICES)}")
     profile = gpu if isinstance(gpu, GpuProfile) else get_gpu_profile(gpu)

@@ -65,6 +65,8 @@ class StepConfig:
         steps: optimizer steps to simulate (2: the first creates the optimizer state).
         eval_step: also simulate an evaluation forward pass at the same batch size.
         label_smoothing: of the cross-entropy loss (does not change memory; kept for parity).
+        foreach: the optimizer's multi-tensor kernels; ``None`` is PyTorch's default for the
+            device (on for CUDA, off for the CPU).
     """
 
     batch: int
@@ -80,6 +82,7 @@ class StepConfig:
     steps: int = 2
     eval_step: bool = True
     label_smoothing: float = 0.0
+    foreach: bool | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -176,9 +179,8 @@ def run_steps(
     """
     tr: Any = tracker if tracker is not None else _NoTracker()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(
-        params, cfg.optimizer, weight_decay=cfg.weight_decay, foreach=cfg.device == "cuda" or None
-    )
+    foreach = cfg.foreach if cfg.foreach is not None else (cfg.device == "cuda" or None)
+    opt = make_optimizer(params, cfg.optimizer, weight_decay=cfg.weight_decay, foreach=foreach)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     with tr.watch_modules(model):
         tr.mark("train")
