@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from snugtune._files import file_sha256
 from snugtune.data import Sample, load_image
 from snugtune.export._formats import CHECKERS, INPUT, OUTPUT, WRITERS, ExportError
 from snugtune.report import write_model_card
@@ -163,20 +163,12 @@ def _load_some(samples: Sequence[Sample], tf: Any, size: int, n: int) -> list[Te
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_card(result: ExportResult, card: Mapping[str, Any], info: Mapping[str, Any],
                 path: Path, *, num_classes: int) -> None:
     pre = dict(card["preprocessing"])
     size = int(pre["size"])
     export = {
-        "format": result.format, "file": path.name, "sha256": _sha256(path), **info,
+        "format": result.format, "file": path.name, "sha256": file_sha256(path), **info,
         "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32",
                   "layout": "NCHW"},
         "output": {"name": OUTPUT, "shape": ["batch", num_classes],

@@ -9,7 +9,6 @@ state dict read with ``torch.load(weights_only=True)``).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from snugtune._files import file_sha256
 from snugtune.errors import WeightsError
 from snugtune.models.zoo import BackboneSpec
 
@@ -101,14 +101,6 @@ def _load_named_or_positional(module: nn.Module, state: Mapping[str, Tensor]) ->
     load_by_position(module, state)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_pretrained(backbone: nn.Module, spec: BackboneSpec, weights: str) -> WeightsInfo:
     """Load pretrained weights into a headless backbone, in place.
 
@@ -120,11 +112,11 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, weights: str) -> We
     if weights != "auto":
         path = Path(weights).expanduser()
         _load_named_or_positional(backbone, read_state_dict(path))
-        return WeightsInfo(f"file:{path}", _sha256(path))
+        return WeightsInfo(f"file:{path}", file_sha256(path))
     lite = lite_weights_file(spec.name) if spec.source == "timm" else None
     if lite is not None:
         load_by_position(backbone, read_state_dict(lite))
-        return WeightsInfo(f"package:{lite.name}", _sha256(lite))
+        return WeightsInfo(f"package:{lite.name}", file_sha256(lite))
     try:
         return _load_from_hub(backbone, spec)
     except Exception as e:  # noqa: BLE001 - network, cache and format errors all end here

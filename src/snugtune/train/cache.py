@@ -43,6 +43,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from snugtune._files import file_sha256
 from snugtune.data import load_image
 from snugtune.data.loader import seed_worker
 from snugtune.train.progress import progress
@@ -76,17 +77,12 @@ def cache_root(run_dir: Path) -> Path:
     return Path(shared).expanduser() if shared else run_dir / "feature_cache"
 
 
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def content_hashes(paths: Sequence[str], workers: int = 4) -> list[str]:
     """sha256 of each file's bytes (threads: hashlib and file reads release the GIL)."""
     if len(paths) < 64 or workers <= 1:
-        return [_file_sha256(p) for p in paths]
+        return [file_sha256(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_file_sha256, paths, chunksize=64))
+        return list(pool.map(file_sha256, paths, chunksize=64))
 
 
 def backbone_digest(backbone: nn.Module) -> str:
