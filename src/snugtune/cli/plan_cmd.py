@@ -31,23 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from snugtune.config import build_config
-    from snugtune.data import scan_folder, split_samples
-    from snugtune.memory import build_model
-    from snugtune.plan import plan_run
-    from snugtune.train.setup import choose_resolution
+    from snugtune.train.planning import plan_folder
 
     names = ("model", "gpu_memory", "resolution", "batch_size", "gpu", "precision", "micro_batch")
     overrides = {n: getattr(a, n) for n in names}
     overrides.update(data=a.data, device=a.device)
-    cfg = build_config(a.config, overrides)
-    scan = scan_folder(cfg.data)
-    train = scan.samples
-    if scan.val_samples is None:
-        train, _ = split_samples(scan.samples, cfg.val_split, cfg.seed)
-    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden)
-    resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
-    plan = plan_run(cfg, num_classes=len(scan.classes), num_train=len(train),
-                    resolution=resolution, device=a.device)
+    plan = plan_folder(build_config(a.config, overrides), device=a.device)
     if a.out:
         plan.save(a.out)
     if a.json:
