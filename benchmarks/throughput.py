@@ -8,14 +8,15 @@ augmentation (resize, random affine, horizontal flip). snugtune runs through its
 ``snugtune.train(cfg)``, and its per-epoch ``images_per_s`` (training time only) is read from
 ``metrics.csv``; its feature-cache fill time from ``summary.json``.
 
-Cases (mobilenet_v2, 96 px, batch 32, on an Animal-MNIST subset):
+Cases (mobilenet_v2, 96 px, batch 32, on Animal-MNIST subsets):
 
-* ``finetune``: every layer trains, one epoch each; snugtune with its CPU default precision
-  (fp32) and with ``--precision bf16``.
+* ``finetune_*``: every layer trains, one epoch each; snugtune as planned (``default``: fp32
+  on the CPU), with ``--precision bf16``, and two what-ifs with the plan patched to
+  channels_last (fp32 and bf16), which the planner does not choose on the CPU today.
 * ``frozen_first_epoch``: backbone frozen. Plain: one epoch (the backbone runs every batch).
   snugtune: the cache fill (hashing + decoding + encoding) plus its first head epoch.
-* ``frozen_cached_epochs``: snugtune's head epochs 2 and 3 (features from the cache) against
-  the same plain frozen epoch.
+* ``frozen_cached_epochs``: snugtune's head epochs after the fill (features from the cache;
+  median of ``--cached-epochs``) against the same plain frozen epoch.
 
 Every case runs ``--repeats`` times, interleaved (the order rotates each repeat); the JSON
 gives every value, the medians and the ratio of medians, the machine, and the load average
@@ -37,18 +38,20 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from snugtune.config import build_config
-from snugtune.data import default_workers, write_animal_mnist
-from snugtune.train import train
+from snugtune.config import AugmentConfig, build_config
+from snugtune.data import build_transforms, default_workers, load_image, write_animal_mnist
+from snugtune.train import runner, train
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -106,8 +109,12 @@ def plain_epoch(root: Path, *, frozen: bool, res: int, batch: int, workers: int,
 
 
 def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: str, res: int,
-             batch: int) -> dict[str, Any]:
-    """One ``snugtune.train`` run; returns its per-epoch images/s and the cache record."""
+             batch: int, channels_last: bool = False) -> dict[str, Any]:
+    """One ``snugtune.train`` run; returns its per-epoch images/s and the cache record.
+
+    ``channels_last=True`` is a what-if: the plan is patched to run NHWC (the planner picks it
+    on CUDA only today), to show what it would give here.
+    """
     out = work / f"run-{time.monotonic_ns()}"
     phase = {"name": "head" if trainable == "head" else "finetune", "epochs": epochs, "lr": 1e-3,
              "trainable": trainable, "warmup_epochs": 0.0, "patience": None}
@@ -116,12 +123,20 @@ def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: 
         "resolution": res, "batch_size": batch, "val_split": 0.0, "precision": precision,
         "progress": False, "phases": [phase],
     })
-    result = train(cfg)
+    original = runner.plan_phases
+    if channels_last:
+        runner.plan_phases = lambda *a, **k: [replace(p, channels_last=True) for p in original(*a, **k)]
+    try:
+        result = train(cfg)
+    finally:
+        runner.plan_phases = original
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
+    phase_summary = result.summary["phases"][0]
     record = {"images": int(rows[0]["samples_seen"]),
               "epoch_images_per_s": [float(r["images_per_s"]) for r in rows],
-              "feature_cache": result.summary["phases"][0]["feature_cache"]}
+              "precision": phase_summary.get("precision"), "channels_last": phase_summary.get("channels_last"),
+              "feature_cache": phase_summary["feature_cache"]}
     shutil.rmtree(out, ignore_errors=True)
     return record
 
@@ -135,25 +150,31 @@ def _first_epoch(run: dict[str, Any]) -> dict[str, float]:
             "fill_seconds": cache.get("seconds"), "views": cache.get("views"), "used": cache.get("used")}
 
 
-def measurements(root: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+FINETUNE_VARIANTS = {"default": ("auto", False), "bf16": ("bf16", False),
+                     "channels_last_whatif": ("auto", True), "bf16_channels_last_whatif": ("bf16", True)}
+
+
+def measurements(ft_root: Path, fr_root: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The named measurements of one repeat, as callables."""
     kw = {"res": args.resolution, "batch": args.batch}
     workers = default_workers()
-    return {
-        "plain_finetune": lambda: plain_epoch(root, frozen=False, workers=workers, seed=0, **kw),
-        "snugtune_finetune_fp32": lambda: snug_run(root, work, trainable="all", epochs=1,
-                                                   precision="auto", **kw),
-        "snugtune_finetune_bf16": lambda: snug_run(root, work, trainable="all", epochs=1,
-                                                   precision="bf16", **kw),
-        "plain_frozen": lambda: plain_epoch(root, frozen=True, workers=workers, seed=0, **kw),
-        "snugtune_frozen": lambda: snug_run(root, work, trainable="head", epochs=3,
+    cases: dict[str, Any] = {
+        "plain_finetune": lambda: plain_epoch(ft_root, frozen=False, workers=workers, seed=0, **kw),
+        "plain_frozen": lambda: plain_epoch(fr_root, frozen=True, workers=workers, seed=0, **kw),
+        "snugtune_frozen": lambda: snug_run(fr_root, work, trainable="head", epochs=1 + args.cached_epochs,
                                             precision="auto", **kw),
     }
+    for name, (precision, cl) in FINETUNE_VARIANTS.items():
+        cases[f"snugtune_finetune_{name}"] = (
+            lambda p=precision, c=cl: snug_run(ft_root, work, trainable="all", epochs=1, precision=p,
+                                               channels_last=c, **kw))
+    return cases
 
 
-def run_repeats(root: Path, work: Path, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+def run_repeats(ft_root: Path, fr_root: Path, work: Path,
+                args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     """Every measurement ``args.repeats`` times, interleaved, rotating the order."""
-    cases = measurements(root, work, args)
+    cases = measurements(ft_root, fr_root, work, args)
     names = list(cases)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for r in range(args.repeats):
@@ -178,7 +199,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     first = [_first_epoch(v) for v in results["snugtune_frozen"]]
     cached = _median([statistics.median(v["epoch_images_per_s"][1:]) for v in results["snugtune_frozen"]])
     out: dict[str, Any] = {}
-    for key in ("fp32", "bf16"):
+    for key in FINETUNE_VARIANTS:
         snug = _median([v["epoch_images_per_s"][0] for v in results[f"snugtune_finetune_{key}"]])
         out[f"finetune_{key}"] = _case(plain_ft, snug, TARGETS["finetune"])
     out["frozen_first_epoch"] = _case(plain_fr, _median([f["images_per_s"] for f in first]),
@@ -194,20 +215,72 @@ def _case(plain: float, snug: float, target: float) -> dict[str, Any]:
             "target_ratio": target, "met": ratio is not None and ratio >= target}
 
 
-def _warm_up(res: int, batch: int) -> None:
-    """One fp32 and one bf16 step first, so that no case pays the process's one-off costs."""
+def _ms_per_image(fn: Any, files: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for f in files:
+        fn(f)
+    return round((time.perf_counter() - t0) / len(files) * 1e3, 2)
+
+
+def where_time_goes(root: Path, res: int, batch: int) -> dict[str, Any]:
+    """A profile: top ops (share of self CPU time) of fp32 fine-tuning steps, and the CPU cost
+    per image of the input pipelines (one thread, as in a loader worker) and of the step."""
+    torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(num_classes=10)
-    x = torch.randn(batch, 3, res, res)
-    for dtype in (None, torch.bfloat16):
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            model(x).sum().backward()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 3, res, res), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    t0 = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    step_ms = (time.perf_counter() - t0) / (3 * batch) * 1e3
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    ops = {e.key: round(100 * e.self_cpu_time_total / total, 1) for e in events[:8]}
+    files = sorted(root.glob("*/*.png"))[:64]
+    aug = build_transforms(AugmentConfig(), size=res, mean=MEAN, std=STD, train=True)
+    plain = T.Compose([T.Resize((res, res)), T.RandomAffine(10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        inputs = {"snugtune_train_ms": _ms_per_image(lambda f: aug(load_image(f, draft_size=res)), files),
+                  "plain_train_ms": _ms_per_image(lambda f: plain(Image.open(f).convert("RGB")), files)}
+    finally:
+        torch.set_num_threads(threads)
+    return {"finetune_step_top_ops_self_cpu_percent": ops,
+            "finetune_step_ms_per_image_profiled": round(step_ms, 2),
+            "input_pipeline_ms_per_image_one_thread": inputs, "load": load()}
+
+
+def _warm_up(res: int, batch: int) -> None:
+    """A step in each precision and memory format first, so that no case pays the process's
+    one-off costs (oneDNN primitive creation) alone."""
+    for cl in (False, True):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        model = torchvision.models.mobilenet_v2(num_classes=10).to(memory_format=fmt)
+        x = torch.randn(batch, 3, res, res).contiguous(memory_format=fmt)
+        for bf16 in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                model(x).sum().backward()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="write the JSON here too")
     p.add_argument("--data", type=Path, help="class-folder tree (default: Animal-MNIST subset)")
-    p.add_argument("--per-class", type=int, default=100, help="Animal-MNIST images per class")
+    p.add_argument("--per-class", type=int, default=32,
+                   help="Animal-MNIST images per class for the fine-tuning cases")
+    p.add_argument("--frozen-per-class", type=int, default=50,
+                   help="Animal-MNIST images per class for the frozen-backbone cases")
+    p.add_argument("--cached-epochs", type=int, default=4, help="snugtune head epochs after the fill")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--resolution", type=int, default=96)
     p.add_argument("--batch", type=int, default=32)
@@ -217,16 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     t0, start_load = time.perf_counter(), load()
     with tempfile.TemporaryDirectory(prefix="snugtune-bench-") as tmp:
         work = Path(tmp)
-        root = args.data or write_animal_mnist(work / "data", per_class=args.per_class)
+        ft_root = args.data or write_animal_mnist(work / "ft", per_class=args.per_class)
+        fr_root = args.data or write_animal_mnist(work / "fr", per_class=args.frozen_per_class)
         _warm_up(args.resolution, args.batch)
-        results = run_repeats(Path(root), work, args)
+        results = run_repeats(Path(ft_root), Path(fr_root), work, args)
+        profile = where_time_goes(Path(ft_root), args.resolution, args.batch)
     report = {
         "benchmark": "throughput", "machine": machine(),
         "settings": {"model": "mobilenet_v2 (torchvision, random init)", "resolution": args.resolution,
                      "batch": args.batch, "repeats": args.repeats, "workers": default_workers(),
-                     "data": str(args.data) if args.data else f"Animal-MNIST, {args.per_class} per class "
-                     f"({10 * args.per_class} images, 28x28 PNG), all used for training"},
-        "summary": summarise(results), "runs": results,
+                     "data": str(args.data) if args.data else
+                     f"Animal-MNIST subsets (28x28 PNG, all used for training): {10 * args.per_class} "
+                     f"images for fine-tuning, {10 * args.frozen_per_class} for the frozen cases",
+                     "cached_epochs": args.cached_epochs},
+        "summary": summarise(results), "where_time_goes": profile, "runs": results,
         "load": {"start": start_load, "end": load()}, "seconds": round(time.perf_counter() - t0, 1),
     }
     text = json.dumps(report, indent=2, default=str)
