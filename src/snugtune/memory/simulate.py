@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snugtune.memory._adapter import configured
+from snugtune.memory._adapter import configured, parse_trainable
 from snugtune.memory._cuda import CudaSemantics
 from snugtune.memory._fake import DataDependentFallback, fake_parameters, new_fake_mode
 from snugtune.memory.trace import Category, Trace
@@ -91,6 +91,7 @@ class StepConfig:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.batch < 1 or self.res < 1 or self.steps < 1 or self.accumulation < 1:
             raise ValueError("batch, res, steps and accumulation must be >= 1")
+        parse_trainable(self.trainable)  # raises ValueError naming the accepted forms
 
 
 def make_optimizer(

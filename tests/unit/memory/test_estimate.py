@@ -65,3 +65,10 @@ def test_cli_json(capsys):
     assert {"tensor_peak_bytes", "predicted_peak_bytes", "breakdown", "eval_peak_bytes"} <= set(out)
     assert out["model"] == "resnet10t" and out["batch"] == 2 and out["device"] == "cpu"
     assert out["breakdown"]["parameters"] > 0
+
+
+def test_cli_bad_trainable_is_a_config_error(capsys):
+    code = main(["memory", "resnet10t", "--batch", "2", "--res", "32", "--trainable", "top",
+                 "--device", "cpu"])
+    assert code == 2
+    assert "top:N" in capsys.readouterr().err

@@ -117,3 +117,30 @@ def test_cuda_semantics_keep_layer_norm_in_fp32():
     cpu = simulate(model, StepConfig(batch=64, res=4, precision="bf16", device="cpu"), classes=2)
     # CUDA autocast runs layer_norm in fp32 (bigger saved activations) where CPU keeps bf16
     assert cuda.peak("train", "eval").bytes > cpu.peak("train", "eval").bytes
+
+
+class Attention(nn.Module):
+    """SDPA with an additive bias, as timm's relative-position ViTs call it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(3, 3 * 16)
+        self.bias = nn.Parameter(torch.zeros(1, 2, 64, 64))
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        t = x.flatten(2).transpose(1, 2)[:, :64]  # (B, 64, 3) tokens
+        q, k, v = self.qkv(t).reshape(b, 64, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        return self.out(y.transpose(1, 2).reshape(b, 64, 16).mean(1))
+
+
+def test_cuda_semantics_use_the_fused_attention_kernel():
+    model = Attention()
+    cfg = StepConfig(batch=16, res=8, eval_step=False)
+    cpu = simulate(model, replace(cfg, device="cpu"), classes=2)
+    cuda = simulate(model, replace(cfg, device="cuda"), classes=2)
+    n2 = 16 * 2 * 64 * 64 * 4  # one (B, heads, N, N) fp32 attention matrix
+    # the CPU math kernel keeps the attention matrix for backward; CUDA's fused kernel does not
+    assert cpu.peak("train", "eval").bytes - cuda.peak("train", "eval").bytes >= n2
