@@ -113,7 +113,7 @@ class MemoryTracker(TorchDispatchMode):
             serial = self._serial(args[0])
             if serial in self._s.param_serials:
                 return Category.AUTOCAST  # the autocast weight cache, or a dtype copy of a weight
-        if self._s.module_stack and not self._s.in_backward:
+        if self._s.module_stack:  # in a forward, or a checkpointed block's recompute
             return Category.ACTIVATIONS
         return Category.TEMPORARIES
 
@@ -221,7 +221,7 @@ class MemoryTracker(TorchDispatchMode):
 
     @contextmanager
     def backward_phase(self) -> Iterator[None]:
-        """Inside, allocations are backward temporaries even when a module's hook is active."""
+        """Mark the backward pass (recomputed forwards inside it are still activations)."""
         self._s.in_backward = True
         try:
             yield
