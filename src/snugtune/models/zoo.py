@@ -94,7 +94,9 @@ def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
             interpolation=str(cfg.get("interpolation", "bilinear")),
             crop_pct=float(cfg.get("crop_pct", 0.875)),
         )
-        return model, int(model.num_features), pre
+        # Models with a conv head after pooling (mobilenetv3, lcnet) output head_hidden_size.
+        width = getattr(model, "head_hidden_size", None) or model.num_features
+        return model, int(width), pre
     model = torchvision.models.get_model(spec.name, weights=None)
     _strip_torchvision_top(model)
     with torch.no_grad():

@@ -22,7 +22,8 @@ def test_unknown_name_suggests_close_ones() -> None:
         resolve_backbone("resnet05")
 
 
-@pytest.mark.parametrize("name", ["vgg16", "mobilenet_v2", "resnet50", "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["vgg16", "mobilenet_v2", "resnet50", "efficientnet_b0", "timm:mobilenetv3_small_050"])
 def test_required_backbones_give_pooled_features(name: str) -> None:
     clf = build_classifier(name, 7, weights="none", device="meta")
     out = clf(torch.empty(2, 3, 64, 64, device="meta"))
