@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="write the JSON here too")
     p.add_argument("--data", type=Path, help="class-folder tree (default: Animal-MNIST subset)")
-    p.add_argument("--per-class", type=int, default=32,
+    p.add_argument("--per-class", type=int, default=64,
                    help="Animal-MNIST images per class for the fine-tuning cases")
-    p.add_argument("--frozen-per-class", type=int, default=50,
+    p.add_argument("--frozen-per-class", type=int, default=100,
                    help="Animal-MNIST images per class for the frozen-backbone cases")
     p.add_argument("--cached-epochs", type=int, default=4, help="snugtune head epochs after the fill")
     p.add_argument("--repeats", type=int, default=3)
