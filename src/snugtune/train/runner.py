@@ -206,8 +206,11 @@ class _Run:
         return self.world.local_batch(self.cfg.batch_size)
 
     def _save(self, extra: dict[str, Any]) -> None:
-        if not self.world.is_main:  # one writer; the other ranks hold the same state
-            return
+        # One writer, and every rank waits for it: a rank that dies after this point leaves a
+        # checkpoint of this epoch behind, and a failed write stops every rank alike.
+        self.world.from_main(lambda: self._write_checkpoint(extra))
+
+    def _write_checkpoint(self, extra: dict[str, Any]) -> None:
         state = {
             "model": self.model.state_dict(),
             "best": self.best,
