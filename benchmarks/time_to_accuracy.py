@@ -34,11 +34,10 @@ from typing import Any
 import torch
 import torchvision
 
-import snugtune.train.runner as runner
 from snugtune.config import DEFAULT_MODEL, build_config
 from snugtune.data import write_animal_mnist
 from snugtune.report import MetricsLog
-from snugtune.train import train
+from snugtune.train import runner, train
 
 log = logging.getLogger("benchmarks.time_to_accuracy")
 
