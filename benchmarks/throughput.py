@@ -31,8 +31,6 @@ import argparse
 import csv
 import json
 import logging
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -49,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from _machine import load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import AugmentConfig, build_config
 from snugtune.data import build_transforms, default_workers, load_image, write_animal_mnist
 from snugtune.train import runner, train
@@ -57,30 +56,6 @@ log = logging.getLogger("benchmarks.throughput")
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TARGETS = {"finetune": 1.5, "frozen_first_epoch": 1.8, "frozen_cached_epochs": 20.0}
-
-
-def load() -> list[float]:
-    """1, 5 and 15 minute load averages (other work on a shared machine skews timings)."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                   if line.startswith("model name"))
-        flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        flags = []
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "platform": platform.platform()}
 
 
 def plain_epoch(root: Path, *, frozen: bool, res: int, batch: int, workers: int, seed: int) -> dict[str, float]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,9 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import torchvision
-
+from _machine import load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import DEFAULT_MODEL, build_config
 from snugtune.data import write_animal_mnist
 from snugtune.report import MetricsLog
@@ -46,28 +42,6 @@ TARGET_SECONDS = 180.0
 
 class _Reached(Exception):
     """Raised from the metrics hook to stop a run once the target accuracy is reached."""
-
-
-def load() -> list[float]:
-    """1, 5 and 15 minute load averages (other work on a shared machine skews timings)."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "platform": platform.platform()}
 
 
 class _Hooks:
