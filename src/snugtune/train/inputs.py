@@ -18,7 +18,7 @@ Choices, and why:
   frozen training keeps a timm backbone's ``drop_rate`` dropout on the pooled features
   active; the head's own dropout applies in both.)
 * **Fill speed**: inference mode, one decode per file for all its views, JPEG draft decode,
-  worker processes, batches of ``FILL_BATCH_CPU`` on the CPU, channels_last on the CPU
+  worker processes, forward passes of ``CPU_FORWARD_CHUNK`` images on the CPU, channels_last on the CPU
   (measured ~1.9x for EfficientNet-Lite0 at 96 px, a layout change only: float noise), the
   phase's autocast precision (fp32 on the CPU unless ``--precision bf16``). bf16 is not picked
   for the fill alone: measured on Animal-MNIST with Lite0, bf16-autocast features differ from
@@ -59,6 +59,7 @@ from snugtune.train.cache import (
     transform_id,
     view_seed,
 )
+from snugtune.train.loop import CPU_FORWARD_CHUNK
 from snugtune.train.phase import PhaseInputs
 from snugtune.train.planning import PhaseSetup
 from snugtune.train.setup import DataBundle, SeededDataset, image_dataset
@@ -72,7 +73,6 @@ log = logging.getLogger(__name__)
 #: 0.940 (K=1), 0.948 (2), 0.945 (3), 0.938 (4), within a few images of each other, while on a
 #: 2-core CPU one augmented view (~5 ms) costs more than the backbone's forward (~2.5 ms).
 DEFAULT_VIEWS = 1
-FILL_BATCH_CPU = 64  # images per forward pass; 64 beat 128 and 256 on 2 cores (L2-resident)
 _TINY = 256  # below this many files, decoding in this process beats starting workers
 
 
@@ -151,7 +151,7 @@ def _cached_inputs(
     paths = [p for p in train_paths for _ in range(views)] + val_paths
     store = FeatureStore(cache_root(run_dir), store_spec(model, resolution, setup.precision))
     encoder = _Encoder(model, device, setup.precision, setup.channels_last or device.type == "cpu",
-                       FILL_BATCH_CPU if device.type == "cpu" else 2 * setup.micro_batch)
+                       CPU_FORWARD_CHUNK if device.type == "cpu" else 2 * setup.micro_batch)
     with store.locked():
         items = _missing(store, keys, paths)
         misses = sum(len(it.views) for it in items)

@@ -22,9 +22,15 @@ from torch import Tensor, nn
 from snugtune.errors import BudgetError
 from snugtune.train.losses import soft_targets, weight_total, weighted_loss_sum
 
-__all__ = ["EpochStats", "MicroBatch", "StepContext", "evaluate", "train_step"]
+__all__ = ["CPU_FORWARD_CHUNK", "EpochStats", "MicroBatch", "StepContext", "evaluate", "train_step"]
 
 log = logging.getLogger(__name__)
+
+#: Images per inference forward pass on the CPU (evaluation, the feature-cache fill): small
+#: chunks keep a layer's activations in cache. Measured on the 2-core CPU at 96 px, fp32,
+#: channels_last, images/s at 16 / 32 / 64 per pass: tf_efficientnet_lite0 429 / 287 / 240,
+#: mobilenet_v2 455 / 335 / 267. Each image's output does not depend on its chunk.
+CPU_FORWARD_CHUNK = 16
 
 Mixer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -193,7 +199,8 @@ def evaluate(
     for x, y in batches:
         while True:
             try:
-                out = _eval_batch(model, x, ctx, micro.size)
+                mb = min(micro.size, CPU_FORWARD_CHUNK) if ctx.device.type == "cpu" else micro.size
+                out = _eval_batch(model, x, ctx, mb)
                 break
             except torch.OutOfMemoryError:
                 pass

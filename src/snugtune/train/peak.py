@@ -8,9 +8,12 @@
   recovery runs for real; the peak is its live-tensor peak; ``reserved_bytes`` stays ``None``
   (no caching allocator to measure).
 * CPU without a budget: counting every operator in Python costs from ~25% (ResNet-18, 32 px)
-  to ~2x (a tiny EfficientNet) of a CPU step, too much to impose on a whole run, so only the
-  phase's first ``SAMPLED_STEPS`` optimizer steps are counted (``sampling()``): the optimizer
-  state appears in the first, so these hold the step's peak; later steps repeat it.
+  to ~2x (a tiny EfficientNet) of a CPU step, too much to impose on a whole run, so one step
+  of the phase is counted (``sampling()``, at ``sampled_step``): the second, as the optimizer
+  state appears at the end of the first, so the second holds the step's peak (weights, state,
+  gradients and activations at once) and later steps repeat it; the only one in a one-step
+  epoch. What the step starts with (the model's tensors, gradients, optimizer state) is
+  passed in rather than found by walking the garbage collector (~1 s per call measured).
 
 A ``BudgetError`` leaving the meter (micro-batch 1 still out of memory) is re-raised with the
 figures the meter saw: the bytes held before the first step and a lower bound of the need.
@@ -20,20 +23,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import torch
+from torch import Tensor, nn
 
 from snugtune.errors import BudgetError
 from snugtune.memory.guard import CudaBudget, VirtualDeviceBudget
 from snugtune.units import format_bytes
 
-__all__ = ["SAMPLED_STEPS", "PeakMeter"]
-
-SAMPLED_STEPS = 2
+__all__ = ["PeakMeter", "held_tensors", "sampled_step"]
 
 log = logging.getLogger(__name__)
+
+
+def sampled_step(steps: int) -> int:
+    """The step of a phase's first epoch that ``PeakMeter.sampling`` counts."""
+    return 1 if steps > 1 else 0
+
+
+def held_tensors(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[Tensor]:
+    """What a step starts with: ``model``'s parameters, buffers and gradients, and the
+    optimizer's state."""
+    params = list(model.parameters())
+    held = params + list(model.buffers()) + [p.grad for p in params if p.grad is not None]
+    if optimizer is not None:
+        held += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor)]
+    return held
 
 
 class PeakMeter:
@@ -94,12 +111,17 @@ class PeakMeter:
             raise BudgetError(self._explain(e, oom_floor)) from e
 
     @contextlib.contextmanager
-    def sampling(self) -> Iterator[None]:
-        """Count live tensor bytes over one step where nothing else measures (CPU, no budget)."""
+    def sampling(self, held: Iterable[Tensor]) -> Iterator[None]:
+        """Count live tensor bytes over one step where nothing else measures (CPU, no budget).
+
+        Args:
+            held: the tensors live when the step starts (see ``held_tensors``).
+        """
         if self.device.type == "cuda" or self._virtual is not None:
             yield
             return
-        counter = VirtualDeviceBudget(None, device=self.device.type)
+        counter = VirtualDeviceBudget(None, device=self.device.type, track_existing=False)
+        counter.track(held)
         with counter:
             yield
         if counter.peak_bytes is not None:

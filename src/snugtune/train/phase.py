@@ -18,7 +18,7 @@ from snugtune.data import make_loader
 from snugtune.train.distributed import ShardedBatches, World, begin_step, sharded_loader
 from snugtune.train.loop import EpochStats, MicroBatch, StepContext, evaluate, train_step
 from snugtune.train.optim import build_optimizer, build_scheduler
-from snugtune.train.peak import SAMPLED_STEPS, PeakMeter
+from snugtune.train.peak import PeakMeter, held_tensors, sampled_step
 from snugtune.train.progress import progress
 from snugtune.train.sampler import EpochSampler, epoch_seed
 from snugtune.train.state import RunState
@@ -39,6 +39,12 @@ class PhaseInputs:
     mixer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
     feature_cache: dict[str, Any] | None = None
 
+    @property
+    def workers(self) -> int | None:
+        """Loader workers: none for cached features (a gather from a memory map, faster in
+        this process than a worker's start and hand-over), else the config's."""
+        return 0 if self.feature_cache and self.feature_cache.get("used") else None
+
 
 @dataclass
 class PhaseRunner:
@@ -57,6 +63,7 @@ class PhaseRunner:
     scaler: torch.amp.GradScaler | None = None
     meter: PeakMeter | None = None
     world: World = field(default_factory=World)  # data-parallel peers (one process: no-op)
+    _val_loader: DataLoader | None = None
 
     @property
     def phase(self) -> PhaseConfig:
@@ -67,6 +74,7 @@ class PhaseRunner:
         phase, st = self.phase, self.state.phase
         sampler = self.world.epoch_sampler(len(self.inputs.train), self.cfg.batch_size)  # type: ignore[arg-type]
         loader = self._loader(sampler)
+        self._val_loader = self._make_val_loader()  # one per phase: its workers persist
         self.module = self.world.wrap(self.inputs.module)  # DDP when data-parallel
         steps = max(1, len(loader))
         optimizer = build_optimizer(self.model, phase)  # type: ignore[arg-type]
@@ -82,13 +90,23 @@ class PhaseRunner:
             self.model.load_state_dict(self.best_state)
             log.info("phase %s: restored the best weights (epoch %d)", phase.name, st.best_epoch + 1)
 
+    @property
+    def _workers(self) -> int | None:
+        return self.cfg.workers if self.inputs.workers is None else self.inputs.workers
+
     def _loader(self, sampler: EpochSampler | ShardedBatches) -> DataLoader:
         if isinstance(sampler, ShardedBatches):
-            return sharded_loader(self.inputs.train, sampler, workers=self.cfg.workers,
+            return sharded_loader(self.inputs.train, sampler, workers=self._workers,
                                   seed=self.cfg.seed, pin_memory=self.ctx.device.type == "cuda")
         return make_loader(self.inputs.train, batch_size=self.cfg.batch_size, sampler=sampler,
-                           workers=self.cfg.workers, seed=self.cfg.seed,
+                           workers=self._workers, seed=self.cfg.seed,
                            pin_memory=self.ctx.device.type == "cuda")
+
+    def _make_val_loader(self) -> DataLoader | None:
+        if self.inputs.val is None or len(self.inputs.val) == 0:  # type: ignore[arg-type]
+            return None
+        return make_loader(self.world.val_shard(self.inputs.val), batch_size=self.cfg.batch_size * 2,
+                           workers=self._workers, pin_memory=self.ctx.device.type == "cuda")
 
     def _epoch(self, loader: DataLoader, sampler: EpochSampler | ShardedBatches, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
@@ -129,10 +147,11 @@ class PhaseRunner:
         stats = EpochStats()
         desc = f"{self.phase.name} {self.state.phase.epoch + 1}/{self.phase.epochs}"
         batches = progress(loader, desc=desc, enabled=self.cfg.progress and self.world.is_main)
+        counted = sampled_step(len(loader)) if self.meter is not None and self.state.phase.epoch == 0 else -1
         for step, (x, y) in enumerate(batches):
             begin_step(self.module, y, self.ctx)
-            sample = self.meter is not None and self.state.phase.epoch == 0 and step < SAMPLED_STEPS
-            with self.meter.sampling() if sample else contextlib.nullcontext():  # type: ignore[union-attr]
+            with (self.meter.sampling(held_tensors(self.model, optimizer))  # type: ignore[union-attr]
+                  if step == counted else contextlib.nullcontext()):
                 loss_sum, correct = train_step(self.module, optimizer, x, y, self.ctx, self.micro,
                                                step=step, epoch=self.state.global_epoch + 1,
                                                scaler=self.scaler)
@@ -144,11 +163,9 @@ class PhaseRunner:
         return self.world.reduce_stats(stats)
 
     def _validate(self) -> EpochStats | None:
-        if self.inputs.val is None or len(self.inputs.val) == 0:  # type: ignore[arg-type]
+        if self._val_loader is None:
             return None
-        loader = make_loader(self.world.val_shard(self.inputs.val), batch_size=self.cfg.batch_size * 2,
-                             workers=self.cfg.workers, pin_memory=self.ctx.device.type == "cuda")
-        stats, _, _ = evaluate(self.inputs.module, iter(loader), self.ctx, self.micro)
+        stats, _, _ = evaluate(self.inputs.module, iter(self._val_loader), self.ctx, self.micro)
         self.model.train()
         return self.world.reduce_stats(stats)
 

@@ -156,8 +156,7 @@ class _Run:
         phase, setup = self.cfg.phases[i], self.setups[i]
         self.model.set_trainable(phase.top_blocks(), train_bn=phase.train_bn)
         self.model.set_checkpointing(setup.checkpointing)
-        if setup.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last if setup.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
         inputs = self.world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
             self.cfg, self.model, self.data, self.resolution, setup, self.device, self.run_dir))
         ctx = StepContext(device=self.device, num_classes=len(self.data.classes),
