@@ -10,9 +10,10 @@ augmentation (resize, random affine, horizontal flip). snugtune runs through its
 
 Cases (mobilenet_v2, 96 px, batch 32, on Animal-MNIST subsets):
 
-* ``finetune_*``: every layer trains, one epoch each; snugtune as planned (``default``: fp32
-  on the CPU), with ``--precision bf16``, and two what-ifs with the plan patched to
-  channels_last (fp32 and bf16), which the planner does not choose on the CPU today.
+* ``finetune_*``: every layer trains, one epoch each; snugtune as planned (``default``: fp32,
+  channels_last, BatchNorm statistics frozen as in the Keras recipe), with ``--precision bf16``,
+  and a what-if with the plan patched to the contiguous (NCHW) layout, to show what
+  channels_last gives.
 * ``frozen_first_epoch``: backbone frozen. Plain: one epoch (the backbone runs every batch).
   snugtune: the cache fill (hashing + decoding + encoding) plus its first head epoch.
 * ``frozen_cached_epochs``: snugtune's head epochs after the fill (features from the cache;
@@ -84,11 +85,10 @@ def plain_epoch(root: Path, *, frozen: bool, res: int, batch: int, workers: int,
 
 
 def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: str, res: int,
-             batch: int, channels_last: bool = False) -> dict[str, Any]:
+             batch: int, channels_last: bool | None = None) -> dict[str, Any]:
     """One ``snugtune.train`` run; returns its per-epoch images/s and the cache record.
 
-    ``channels_last=True`` is a what-if: the plan is patched to run NHWC (the planner picks it
-    on CUDA only today), to show what it would give here.
+    ``channels_last`` (a what-if) patches the plan's memory layout; ``None`` keeps the plan's.
     """
     out = work / f"run-{time.monotonic_ns()}"
     phase = {"name": "head" if trainable == "head" else "finetune", "epochs": epochs, "lr": 1e-3,
@@ -99,8 +99,8 @@ def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: 
         "progress": False, "phases": [phase],
     })
     original = runner.plan_phases
-    if channels_last:
-        runner.plan_phases = lambda *a, **k: [replace(p, channels_last=True) for p in original(*a, **k)]
+    if channels_last is not None:
+        runner.plan_phases = lambda *a, **k: [replace(p, channels_last=channels_last) for p in original(*a, **k)]
     try:
         result = train(cfg)
     finally:
@@ -125,8 +125,8 @@ def _first_epoch(run: dict[str, Any]) -> dict[str, float]:
             "fill_seconds": cache.get("seconds"), "views": cache.get("views"), "used": cache.get("used")}
 
 
-FINETUNE_VARIANTS = {"default": ("auto", False), "bf16": ("bf16", False),
-                     "channels_last_whatif": ("auto", True), "bf16_channels_last_whatif": ("bf16", True)}
+FINETUNE_VARIANTS: dict[str, tuple[str, bool | None]] = {
+    "default": ("auto", None), "bf16": ("bf16", None), "contiguous_whatif": ("auto", False)}
 
 
 def measurements(ft_root: Path, fr_root: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
