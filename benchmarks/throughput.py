@@ -1,7 +1,8 @@
 """Training throughput: snugtune's loop against the plain PyTorch loop, in one process, as ratios.
 
 The plain loop is what a user would write: torchvision ``ImageFolder`` + ``DataLoader``
-(shuffle, as many workers as snugtune's default), the same model (torchvision ``mobilenet_v2``
+(shuffle, a few workers as tutorials do: the CPU count, at most 4; a what-if runs it with none,
+as snugtune loads on a 2-core CPU), the same model (torchvision ``mobilenet_v2``
 with a dropout + linear head, random init: no hub here, and weights do not change speed), the
 same optimizer (AdamW, lr 1e-3, weight decay 1e-4, label smoothing 0.1), fp32, and a Keras-like
 augmentation (resize, random affine, horizontal flip). snugtune runs through its public API,
@@ -132,9 +133,10 @@ FINETUNE_VARIANTS: dict[str, tuple[str, bool | None]] = {
 def measurements(ft_root: Path, fr_root: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The named measurements of one repeat, as callables."""
     kw = {"res": args.resolution, "batch": args.batch}
-    workers = default_workers()
+    workers = default_workers("cuda")  # what users write: a few workers, as tutorials do
     cases: dict[str, Any] = {
         "plain_finetune": lambda: plain_epoch(ft_root, frozen=False, workers=workers, seed=0, **kw),
+        "plain_finetune_no_workers": lambda: plain_epoch(ft_root, frozen=False, workers=0, seed=0, **kw),
         "plain_frozen": lambda: plain_epoch(fr_root, frozen=True, workers=workers, seed=0, **kw),
         "snugtune_frozen": lambda: snug_run(fr_root, work, trainable="head", epochs=1 + args.cached_epochs,
                                             precision="auto", **kw),
@@ -179,6 +181,9 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for key in FINETUNE_VARIANTS:
         snug = [v["epoch_images_per_s"][0] for v in results[f"snugtune_finetune_{key}"]]
         out[f"finetune_{key}"] = _case(plain_ft, snug, TARGETS["finetune"])
+    snug_default = [v["epoch_images_per_s"][0] for v in results["snugtune_finetune_default"]]
+    out["finetune_default_vs_plain_without_workers"] = _case(
+        [v["images_per_s"] for v in results["plain_finetune_no_workers"]], snug_default, TARGETS["finetune"])
     out["frozen_first_epoch"] = _case(plain_fr, [f["images_per_s"] for f in first],
                                       TARGETS["frozen_first_epoch"])
     out["frozen_first_epoch"]["fill_seconds_median"] = _median([f["fill_seconds"] or 0 for f in first])
@@ -278,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "throughput", "machine": machine(),
         "settings": {"model": "mobilenet_v2 (torchvision, random init)", "resolution": args.resolution,
-                     "batch": args.batch, "repeats": args.repeats, "workers": default_workers(),
+                     "batch": args.batch, "repeats": args.repeats, "plain_workers": default_workers("cuda"),
+                     "snugtune_workers": default_workers("cpu"),
                      "data": str(args.data) if args.data else
                      f"Animal-MNIST subsets (28x28 PNG, all used for training): {10 * args.per_class} "
                      f"images for fine-tuning, {10 * args.frozen_per_class} for the frozen cases",

@@ -76,7 +76,7 @@ def predict_samples(
 ) -> tuple[Tensor, Tensor]:
     """(N, C) probabilities and (N,) labels over ``samples`` (OOM-guarded batches)."""
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
-    loader = make_loader(ds, batch_size=batch_size, workers=workers)
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, device=torch.device(device).type)
     ctx = StepContext(device=torch.device(device), num_classes=model.head.layers[-1].out_features)
     _, probs, labels = evaluate(model, iter(loader), ctx, MicroBatch(batch_size))
     return probs, labels

@@ -144,7 +144,7 @@ def _cached_inputs(
     views = cache_views(cfg)
     aug = transform_id(dataclasses.asdict(cfg.augment))
     train_paths, val_paths = [s.path for s in data.train], [s.path for s in data.val]
-    workers = cfg.workers if cfg.workers is not None else default_workers()
+    workers = cfg.workers if cfg.workers is not None else default_workers(device.type)
     hashes = content_hashes(train_paths + val_paths, workers=max(1, workers))
     keys = [k for row in _keys(hashes[: len(train_paths)], views, aug) for k in row]
     keys += [entry_key(h, "eval", 0) for h in hashes[len(train_paths) :]]

@@ -97,16 +97,15 @@ class PhaseRunner:
     def _loader(self, sampler: EpochSampler | ShardedBatches) -> DataLoader:
         if isinstance(sampler, ShardedBatches):
             return sharded_loader(self.inputs.train, sampler, workers=self._workers,
-                                  seed=self.cfg.seed, pin_memory=self.ctx.device.type == "cuda")
+                                  seed=self.cfg.seed, device=self.ctx.device.type)
         return make_loader(self.inputs.train, batch_size=self.cfg.batch_size, sampler=sampler,
-                           workers=self._workers, seed=self.cfg.seed,
-                           pin_memory=self.ctx.device.type == "cuda")
+                           workers=self._workers, seed=self.cfg.seed, device=self.ctx.device.type)
 
     def _make_val_loader(self) -> DataLoader | None:
         if self.inputs.val is None or len(self.inputs.val) == 0:  # type: ignore[arg-type]
             return None
         return make_loader(self.world.val_shard(self.inputs.val), batch_size=self.cfg.batch_size * 2,
-                           workers=self._workers, pin_memory=self.ctx.device.type == "cuda")
+                           workers=self._workers, device=self.ctx.device.type)
 
     def _epoch(self, loader: DataLoader, sampler: EpochSampler | ShardedBatches, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:

@@ -64,7 +64,7 @@ class _Collated(Dataset):
 
 
 def sharded_loader(dataset: Dataset, sampler: ShardedBatches, *, workers: int | None, seed: int,
-                   pin_memory: bool) -> DataLoader:
+                   device: str) -> DataLoader:
     """A loader yielding this rank's block of each global batch, collated."""
     return make_loader(_Collated(dataset), batch_size=None, sampler=sampler,  # type: ignore[arg-type]
-                       workers=workers, seed=seed, pin_memory=pin_memory)
+                       workers=workers, seed=seed, device=device)

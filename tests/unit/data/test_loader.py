@@ -101,7 +101,8 @@ def test_loader_arguments(samples) -> None:
         make_loader(ds, batch_size=2, shuffle=True, sampler=torch.utils.data.SequentialSampler(ds))
     loader = make_loader(ds, batch_size=2, sampler=torch.utils.data.SequentialSampler(ds))
     assert [int(v) for _, y in loader for v in y] == [s.label for s in samples]
-    assert 1 <= default_workers() <= 4
+    assert 1 <= default_workers("cuda") <= 4
+    assert 0 <= default_workers("cpu") <= default_workers("cuda")
 
 
 def test_missing_file_at_load_time_names_it(tmp_path: Path) -> None:
