@@ -1,21 +1,14 @@
 """Dataset over scanned samples, and DataLoaders sized to the machine.
 
-Reproducible augmentation, two ways:
-
-* default (``ImageDataset(seed=None)``): transforms draw from torch's RNG; in the main process
-  that is the global RNG, in worker processes PyTorch seeds each worker from the loader's
-  seeded ``generator`` (``base_seed + worker_id``). Same seed, same worker count, same order
-  of iteration: same batches.
-* per-sample (``ImageDataset(seed=s)``): the augmentation of item ``i`` in epoch ``e`` is drawn
-  from a generator seeded with hash(s, e, i), whatever the worker count or the process that
-  decodes it. This is what an exact mid-epoch resume needs: skipping the first k batches
-  does not change the augmentation of the rest. Call ``set_epoch(e)`` before iterating;
-  the epoch lives in shared memory so persistent workers see it.
+Transforms draw from torch's RNG: in the main process that is the global RNG, in worker
+processes PyTorch seeds each worker from the loader's seeded ``generator``
+(``base_seed + worker_id``). Same seed, same worker count, same order of iteration: same
+batches. Training addresses items as ``(index, seed)`` instead (``train.setup.SeededDataset``),
+so that an item's augmentation does not depend on the worker or on a resume.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -47,7 +40,6 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         transform: PIL RGB image -> tensor (3, H, W), e.g. from ``build_transforms``.
         draft_size: passed to ``load_image``: JPEGs decode at a reduced scale whose sides are
             at least this many pixels (set it to the model's input size).
-        seed: per-sample augmentation seed (see the module docstring); None uses torch's RNG.
     """
 
     def __init__(
@@ -56,22 +48,15 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         transform: Callable[[Image.Image], torch.Tensor],
         *,
         draft_size: int | None = None,
-        seed: int | None = None,
     ) -> None:
         self.samples = tuple(samples)
         self.transform = transform
         self.draft_size = draft_size
-        self.seed = seed
-        self._epoch = _epoch_counter(seed is not None)
 
     @property
     def labels(self) -> tuple[int, ...]:
         """Label of every item, in order (for samplers and class weights)."""
         return tuple(s.label for s in self.samples)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose per-sample augmentation seeds are used (``seed`` set)."""
-        self._epoch[0] = int(epoch)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,27 +64,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
         image = load_image(sample.path, draft_size=self.draft_size)
-        if self.seed is None:
-            return self.transform(image), sample.label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_item_seed(self.seed, int(self._epoch[0]), index))
-            return self.transform(image), sample.label
-
-
-def _epoch_counter(shared: bool) -> torch.Tensor:
-    """A one-element epoch tensor; in shared memory when persistent workers must see it."""
-    epoch = torch.zeros(1, dtype=torch.int64)
-    if shared:
-        try:
-            epoch.share_memory_()
-        except RuntimeError as e:  # e.g. no /dev/shm in a container
-            log.warning("epoch counter not shared (%s): use workers=0 with per-sample seeds", e)
-    return epoch
-
-
-def _item_seed(seed: int, epoch: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+        return self.transform(image), sample.label
 
 
 def default_workers(device: str = "cuda") -> int:
