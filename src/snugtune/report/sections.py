@@ -104,7 +104,7 @@ def phases_section(summary: Mapping[str, object]) -> list[Block]:
             fmt_int(p.get("best_epoch")),
             fmt_percent(p.get("best_val_accuracy")),
             fmt_seconds(p.get("seconds")),
-            fmt_float(p.get("images_per_s"), 4),
+            fmt_int(p.get("images_per_s")),
         ]
         if with_cache:
             row.append(_feature_cache(p.get("feature_cache")))
@@ -179,6 +179,12 @@ def memory_section(summary: Mapping[str, object], run_dir: Path) -> list[Block]:
         rows = [tuple(_memory_row(p, i, with_oom)) for i, p in enumerate(phases)]
         right = (False, True, True, True, False, True, True, True, True)
         blocks.append(Table(tuple(header), tuple(rows), right[: len(header)]))
+        cached = [_phase_name(p, i) for i, p in enumerate(phases) if _cache_used(p)]
+        if cached:
+            blocks.append(Paragraph(
+                f"{', '.join(cached)} trained on cached features: the phase held the weights and "
+                "a batch of features, while its prediction is for training on images (what runs "
+                "with --no-feature-cache), so the measured peak is lower."))
     if has_plot:
         blocks.append(Image(MEMORY_PNG, "Predicted and measured peak memory per phase"))
     return blocks
@@ -201,6 +207,11 @@ def _phase_name(phase: Mapping[str, object], index: int) -> str:
 def _epochs(phase: Mapping[str, object]) -> str:
     run, planned = fmt_int(phase.get("epochs_run")), phase.get("epochs_planned")
     return run if as_number(planned) is None else f"{run} / {fmt_int(planned)}"
+
+
+def _cache_used(phase: Mapping[str, object]) -> bool:
+    cache = phase.get("feature_cache")
+    return isinstance(cache, Mapping) and cache.get("used") is True
 
 
 def _feature_cache(cache: object) -> str:

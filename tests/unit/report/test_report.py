@@ -106,6 +106,7 @@ def test_full_report(tmp_path: Path) -> None:
     assert "| finetune | 7 / 20 | yes | 4 | 93.21% | 11 min 14 s | 120 | " in md
     assert "| head | 64 | 1 | 64 | bf16 | 900.00 MiB | 870.00 MiB | 97% | 0 |" in md
     assert "OOM recoveries" in md and "used=yes, views=1" in md
+    assert "head trained on cached features" in md and "| head | 5 / 5 | no | 5 | 91.00% | 1 min 20 s | 950 |" in md
     assert "![Loss and accuracy" in md and "(learning_curves.png)" in md
     assert "| tulip | 1.000 | 0.500 | 0.667 | 2 |" in md
     assert "tulip predicted as rose: 1 (50.0% of tulip)" in md
