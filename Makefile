@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/planner_accuracy.py --out benchmarks/results/planner_accuracy.json
 	$(PY) benchmarks/throughput.py --out benchmarks/results/throughput.json
 	$(PY) benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json
+	$(PY) benchmarks/unseen_images.py --out benchmarks/results/unseen_images.json
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache .ruff_cache .mypy_cache
