@@ -20,6 +20,7 @@ from snugtune.report import MetricsLog
 from snugtune.train.checkpoint import load_checkpoint, save_checkpoint
 from snugtune.train.distributed import NullMetrics, World, restarted_by_torchrun, session
 from snugtune.train.inputs import phase_inputs
+from snugtune.train.lock import run_lock
 from snugtune.train.loop import MicroBatch, StepContext
 from snugtune.train.losses import balanced_class_weights
 from snugtune.train.outputs import write_outputs
@@ -57,7 +58,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Train a classifier as configured; refuses to overwrite a run that has a checkpoint.
 
     Raises:
-        CheckpointError: ``cfg.out`` already holds a run (use ``resume``).
+        CheckpointError: ``cfg.out`` already holds a run (use ``resume``), or another process
+            is training into it (``train/lock.py``).
     """
     run_dir = Path(cfg.out)
     if (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "summary.json").exists():
@@ -67,7 +69,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise CheckpointError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                               "or choose another --out")
     resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
-    with session(resolve_device(cfg.device)) as world:
+    with session(resolve_device(cfg.device)) as world, run_lock(run_dir, enabled=world.is_main):
         if world.is_main:
             _start_run_dir(run_dir, cfg)
         return _Run(cfg, run_dir, world).execute(None)
@@ -88,14 +90,15 @@ def resume(run_dir: str | Path) -> TrainResult:
     """Continue a stopped run from its newest checkpoint, with its saved configuration.
 
     Raises:
-        CheckpointError: no run or no readable checkpoint there.
+        CheckpointError: no run or no readable checkpoint there, or another process is
+            training into it.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise CheckpointError(f"{run_dir} is not a snugtune run (no config.yaml); check the path")
     cfg = build_config(run_dir / "config.yaml")
-    ckpt = load_checkpoint(run_dir / "checkpoints")
-    with session(resolve_device(cfg.device)) as world:
+    with session(resolve_device(cfg.device)) as world, run_lock(run_dir, enabled=world.is_main):
+        ckpt = load_checkpoint(run_dir / "checkpoints")  # under the lock: no writer is running
         return _Run(cfg, run_dir, world).execute(ckpt)
 
 
