@@ -25,6 +25,9 @@ POINT is one of:
     ``prev.pt`` and the new one is still ``.staged.pt``.
 ``saved:N``
     right after the N-th checkpoint became ``last.pt``: between two epochs (or phases).
+``fill``
+    inside the feature-cache fill: the first appended rows are on disk (fsynced), the
+    index that would name them is not written yet.
 ``outputs``
     halfway through writing the final weights (after the last checkpoint).
 """
@@ -145,6 +148,18 @@ def _at_checkpoint(kind: str, n: int, freeze: Callable[[], None]) -> None:
     ckpt.os = _OsWithHook(on_replace)  # type: ignore[assignment]
 
 
+def _at_fill(freeze: Callable[[], None]) -> None:
+    cache = importlib.import_module("snugtune.train.cache")
+    original = cache._atomic_write
+
+    def atomic_write(path: Path, text: str) -> None:
+        if path.name == "index.json":
+            freeze()
+        original(path, text)
+
+    cache._atomic_write = atomic_write
+
+
 def _at_outputs(freeze: Callable[[], None]) -> None:
     def save_file(tensors: dict[str, torch.Tensor], filename: str, *a: Any, **k: Any) -> None:
         data = safetensors.torch.save(tensors)
@@ -168,6 +183,8 @@ def install(point: str, marker: Path) -> None:
         _at_write(n, freeze)
     elif kind in ("renamed", "saved"):
         _at_checkpoint(kind, n, freeze)
+    elif kind == "fill":
+        _at_fill(freeze)
     elif kind == "outputs":
         _at_outputs(freeze)
     else:

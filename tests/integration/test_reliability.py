@@ -151,7 +151,7 @@ def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
     data: Path, tmp_path: Path, straight: Path
 ) -> None:
-    """One run killed six times, each at an exact point (see ``_interruptible.py``)."""
+    """One run killed seven times, each at an exact point (see ``_interruptible.py``)."""
     run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
     resume = ("train", "--resume", str(run))
 
@@ -159,8 +159,15 @@ def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
     kill_at("scan:3", logs, "train", str(data), "--out", str(run), *ARGS)
     assert (run / "config.yaml").exists() and not files(ckpts)
 
-    # 2. --resume without a checkpoint starts over from the saved config. Killed between
-    #    epochs: head epoch 1 checkpointed, epoch 2 not started.
+    # 1b. --resume without a checkpoint starts over from the saved config. Killed inside the
+    #     head phase's feature-cache fill: its rows are on disk, the index naming them is not.
+    kill_at("fill", logs, *resume)
+    (store,) = (run / "feature_cache").iterdir()
+    assert (store / "features.f16").stat().st_size > 0 and not (store / "index.json").exists()
+    assert not files(ckpts)
+
+    # 2. The fill starts over (the unindexed rows are dropped). Killed between epochs: head
+    #    epoch 1 checkpointed, epoch 2 not started.
     kill_at("saved:1", logs, *resume)
     assert progress(ckpts / "last.pt") == (0, 1) and rows(run) == 1
 

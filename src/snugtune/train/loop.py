@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Images per inference forward pass on the CPU (evaluation, the feature-cache fill): small
 #: chunks keep a layer's activations in cache. Measured on the 2-core CPU at 96 px, fp32,
 #: channels_last, images/s at 16 / 32 / 64 per pass: tf_efficientnet_lite0 429 / 287 / 240,
-#: mobilenet_v2 455 / 335 / 267. Each image's output does not depend on its chunk.
+#: mobilenet_v2 455 / 335 / 267. An image's output depends on its chunk only by float rounding.
 CPU_FORWARD_CHUNK = 16
 
 Mixer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
