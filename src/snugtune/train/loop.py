@@ -4,7 +4,9 @@ The loader yields whole effective batches; a step splits one into micro-batches 
 ``MicroBatch.size``, accumulates gradients, then takes one optimizer step. When a micro-batch
 runs out of memory, the step's gradients are dropped, the RNG is rewound to the step's start,
 the micro-batch is halved (accumulation doubles) and the *same* step is retried: no sample
-skipped or counted twice, optimizer state and LR schedule untouched.
+skipped or counted twice, optimizer state and LR schedule untouched, and the running
+statistics of BatchNorm layers in training mode put back to the step's start (the failed
+attempt's forward passes had already updated them).
 """
 
 from __future__ import annotations
@@ -109,6 +111,13 @@ def _free_after_oom(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         torch.cuda.empty_cache()
 
 
+def _bn_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """(buffer, copy) of every BatchNorm running statistic that a forward pass updates now."""
+    return [(b, b.detach().clone()) for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+            for b in m.buffers()]
+
+
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     return torch.get_rng_state(), cuda
@@ -157,7 +166,7 @@ def train_step(
         x, y = ctx.mixer(x, y)
     t = soft_targets(y, ctx.num_classes, ctx.label_smoothing)  # (B, C)
     total_w = weight_total(t, ctx.class_weights)
-    rng = _rng_state()
+    rng, bn = _rng_state(), _bn_buffers(model)
     while True:
         failed = False
         try:
@@ -168,6 +177,9 @@ def train_step(
             break
         _free_after_oom(model, optimizer)
         _set_rng_state(rng)
+        with torch.no_grad():
+            for buffer, start in bn:
+                buffer.copy_(start)
         micro.halve("train", step, epoch)
     try:
         if scaler is not None:
