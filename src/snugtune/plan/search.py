@@ -5,13 +5,18 @@ device, precision and model: :func:`channels_last`) are tried from the intrinsic
 micro-batch that fits is found by bisection on the device model replayed over traces derived
 for every batch from two simulations (:class:`snugtune.memory.BatchSweep`); a candidate that
 already runs the whole batch ends the search, since every later one is slower per image.
-The winner is verified by simulating its micro-batch directly.
+The winner is verified by simulating its micro-batch directly. When a phase fits in no
+configuration even at micro-batch 1, its deepest trainable blocks are frozen one at a time
+(``top:N`` -> ``top:N-1`` ... ``top:1``, "all" counting as every block) and the deepest depth
+that fits is planned (``limited_by="frozen depth"``); only when ``top:1`` does not fit either
+does planning fail, with the figures of the depth that was asked for.
 
 Nothing here touches a GPU: the budget, the device and the GPU profile come from the config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from snugtune.config import PhaseConfig, TrainConfig
+from snugtune.errors import BudgetError
 from snugtune.memory import BatchSweep, GpuProfile, StepConfig, build_model, get_gpu_profile
 from snugtune.memory._adapter import block_count
 from snugtune.memory.estimate import MemoryReport
@@ -174,6 +180,24 @@ def channels_last(device: str, precision: str, model: nn.Module) -> bool:
 
 def plan_phase(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:
     """The plan of one phase (see the module docstring)."""
+    try:
+        return _plan_at_depth(ctx, phase)
+    except BudgetError:
+        top = phase.top_blocks()
+        deepest = block_count(ctx.model) if top is None else top
+        for depth in range(deepest - 1, 0, -1):
+            shallower = dataclasses.replace(phase, trainable=f"top:{depth}")
+            leanest = max(candidates(ctx, shallower), key=lambda c: (c.precision != "fp32", c.checkpoint_fraction))
+            if not _fits(ctx, ctx.sweep(shallower, leanest, 1), 1):
+                continue
+            plan = _plan_at_depth(ctx, shallower)
+            log.warning("phase %s: %s does not fit the budget in any configuration; training %s "
+                        "(the deepest depth that fits)", phase.name, phase.trainable, plan.trainable)
+            return dataclasses.replace(plan, limited_by="frozen depth")
+        raise
+
+
+def _plan_at_depth(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:
     cap, cap_reason = ctx.cap
     cands = candidates(ctx, phase)
     if ctx.cfg.micro_batch is not None:

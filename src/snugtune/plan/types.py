@@ -35,7 +35,9 @@ class PhasePlan:
         utilisation: ``predicted_peak_bytes / budget_bytes`` (``None`` without budget).
         breakdown: predicted bytes by term at the peak (see ``snugtune.memory``).
         limited_by: what set the micro-batch: ``budget``, ``batch_size``, ``dataset``,
-            ``micro_batch`` (given by the user) or ``no budget``.
+            ``micro_batch`` (given by the user) or ``no budget``; ``frozen depth`` when the
+            budget also made the planner train fewer blocks than asked (``trainable`` is then
+            the depth planned).
     """
 
     phase: str

@@ -157,7 +157,8 @@ class _Run:
     def _run_phase(self, resume_ckpt: dict[str, Any] | None) -> None:
         i = self.state.phase_index
         phase, setup = self.cfg.phases[i], self.setups[i]
-        self.model.set_trainable(phase.top_blocks(), train_bn=phase.train_bn)
+        # the plan's depth: the budget may have frozen more than the phase asked
+        self.model.set_trainable(replace(phase, trainable=setup.trainable).top_blocks(), train_bn=phase.train_bn)
         self.model.set_checkpointing(setup.checkpointing)
         self.model.to(memory_format=torch.channels_last if setup.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
         inputs = self.world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
@@ -174,7 +175,7 @@ class _Run:
                              on_epoch=self.metrics.append, save=self._save,
                              best_state=self.best, scaler=scaler, world=self.world, meter=meter)
         if phase.epochs > 0:
-            log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, phase.trainable,
+            log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, setup.trainable,
                      micro.size, micro.accumulation(self._local_batch), setup.precision, phase.epochs)
         with meter:
             runner.run(resume_ckpt)
@@ -188,7 +189,7 @@ class _Run:
                       cache: dict[str, Any] | None, meter: PeakMeter) -> dict[str, Any]:
         st, phase = self.state.phase, self.cfg.phases[i]
         return {
-            "name": phase.name, "trainable": phase.trainable, "epochs_planned": phase.epochs,
+            "name": phase.name, "trainable": setup.trainable, "epochs_planned": phase.epochs,
             "epochs_run": st.epoch, "stopped_early": st.stopped_early,
             "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None,
             "best_val_accuracy": st.best_val_accuracy, "best_val_loss": st.best_val_loss,

@@ -84,9 +84,9 @@ def test_budget_error_says_need_and_what_would_fit():
 
 
 def test_budget_error_suggests_a_smaller_resolution():
-    need = plan(cfg(batch_size=1), resolution=64).phase("head").predicted_peak_bytes
-    with pytest.raises(BudgetError, match="--resolution (48|32)"):
-        plan(cfg(gpu_memory=int(need * 0.9), batch_size=1), resolution=64)
+    need = plan(cfg(batch_size=1, precision="fp32"), resolution=64).phase("head").predicted_peak_bytes
+    with pytest.raises(BudgetError, match="--resolution (48|32)"):  # the head phase cannot freeze more
+        plan(cfg(gpu_memory=int(need * 0.9), batch_size=1, precision="fp32"), resolution=64)
 
 
 def test_plan_round_trip(tmp_path):
@@ -112,3 +112,33 @@ def test_plan_cli_json(tmp_path, capsys):
                 "predicted_peak_bytes", "budget_bytes", "utilisation", "breakdown"):
         assert key in ph
     assert (tmp_path / "run" / "plan.json").exists()
+
+
+def _heavy_middle() -> nn.Module:
+    """A block whose weights (9.4 MB) and their gradients and Adam state dominate the step."""
+    with torch.device("meta"):
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            nn.Sequential(nn.Conv2d(8, 512, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(512, 512, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(512, 8, 1), nn.ReLU()),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+        )
+
+
+def test_a_budget_too_small_for_the_asked_depth_freezes_more():
+    model = _heavy_middle()
+    phases = [{"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": "top:2"}]
+
+    def run(budget):
+        return plan_run(cfg(gpu_memory=budget, batch_size=8, phases=phases), num_classes=4,
+                        num_train=100, resolution=16, device="cpu", model=model).phase("finetune")
+
+    free = run(None)
+    assert free.trainable == "top:2" and free.limited_by == "no budget"
+    ft = run(25 * MIB)  # top:2 needs its 9.4 MB of weights 4x (weights, gradients, 2 Adam moments)
+    assert free.predicted_peak_bytes > 25 * MIB
+    assert (ft.trainable, ft.limited_by) == ("top:1", "frozen depth")
+    assert ft.predicted_peak_bytes <= 25 * MIB
+    with pytest.raises(BudgetError):
+        run(4 * MIB)  # below the weights alone: no depth fits
