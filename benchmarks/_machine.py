@@ -1,15 +1,18 @@
-"""What benchmark numbers were measured on: the machine and its load (shared by the scripts)."""
+"""What benchmark numbers were measured on (the machine and its load), and how a result is
+printed and saved: shared by the scripts."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 
-__all__ = ["load", "machine"]
+__all__ = ["emit", "load", "machine"]
 
 
 def load() -> list[float]:
@@ -34,3 +37,12 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "platform": platform.platform()}
+
+
+def emit(report: dict[str, Any], out: Path | None, indent: int = 2) -> None:
+    """Print ``report`` as JSON, and write it to ``out`` too when given."""
+    text = json.dumps(report, indent=indent, default=str)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

@@ -41,6 +41,7 @@ from typing import Any
 import timm
 import torch
 
+from _machine import emit  # benchmarks/_machine.py (scripts run from here)
 from snugtune.memory import BatchSweep, StepConfig, estimate_memory, get_gpu_profile, run_steps
 from snugtune.memory._adapter import configured
 from snugtune.models import build_classifier
@@ -316,11 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         result["calibration"] = part_b(a.calibration, a.time_box, a.seed)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["load_average_after"] = list(os.getloadavg())
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
+    emit(result, a.out, indent=1)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import shutil
 import statistics
@@ -49,7 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from _machine import load, machine  # benchmarks/_machine.py (scripts run from here)
+from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import AugmentConfig, build_config
 from snugtune.data import build_transforms, default_workers, load_image, write_animal_mnist
 from snugtune.train import runner, train
@@ -292,11 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(results), "where_time_goes": profile, "runs": results,
         "load": {"start": start_load, "end": load()}, "seconds": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(report, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ Usage: ``python benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _machine import load, machine  # benchmarks/_machine.py (scripts run from here)
+from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import DEFAULT_MODEL, build_config
 from snugtune.data import write_animal_mnist
 from snugtune.report import MetricsLog
@@ -138,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs, "load": {"start": start_load, "end": load()},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(report, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

