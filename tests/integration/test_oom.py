@@ -176,3 +176,26 @@ def test_budget_below_the_weights_fails_before_any_step(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "already held before the first step" in err and "--gpu-memory" in err
     assert not (tmp_path / "tiny" / "metrics.csv").exists() or not _rows(tmp_path / "tiny")
+
+
+def test_evaluate_under_a_budget_halves_batches_and_reports_the_same(
+    recovered: Path, tiny_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from snugtune import evaluate
+    from snugtune.errors import BudgetError
+    from snugtune.memory.guard import VirtualDeviceBudget
+
+    free = evaluate(recovered, tiny_data)
+    weights = sum(t.numel() * t.element_size() for t in load_file(recovered / "model.safetensors").values())
+    with VirtualDeviceBudget(None) as held:  # what this process holds already (counted too)
+        pass
+    base = held.entry_bytes + weights  # + the run's model, which evaluate loads
+    caplog.set_level(logging.INFO, logger="snugtune.train.inference")
+    tight = evaluate(recovered, tiny_data, gpu_memory=base + 1_000_000)  # measured: fits 4 at a time
+    assert "at most 4 at a time" in caplog.text
+    assert tight.accuracy == free.accuracy and tight.confusion == free.confusion
+    with pytest.raises(BudgetError, match="needed at micro-batch 1"):
+        evaluate(recovered, tiny_data, gpu_memory=base + 100_000)
+    assert main(["evaluate", str(recovered), str(tiny_data), "--gpu-memory", "lots"]) == 2

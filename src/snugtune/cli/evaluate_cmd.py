@@ -17,14 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", nargs="?", help="class-folder tree (default: the run's validation split)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--gpu-memory", metavar="SIZE",
+                   help="memory budget, e.g. 2GiB (batches are halved to fit it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(a: argparse.Namespace) -> int:
+    from snugtune.errors import ConfigError
     from snugtune.train import evaluate_run
+    from snugtune.units import parse_bytes
 
-    report = evaluate_run(a.run, a.data, device=a.device, batch_size=a.batch_size)
+    try:
+        budget = parse_bytes(a.gpu_memory) if a.gpu_memory else None
+    except ValueError as e:
+        raise ConfigError(f"--gpu-memory: {e}") from None
+    report = evaluate_run(a.run, a.data, device=a.device, batch_size=a.batch_size, gpu_memory=budget)
     if a.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -25,6 +25,7 @@ from snugtune.errors import CheckpointError, DataError
 from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.train.loop import MicroBatch, StepContext, evaluate
+from snugtune.train.peak import PeakMeter
 
 __all__ = ["Prediction", "eval_transform", "evaluate_run", "load_run", "predict", "predict_samples"]
 
@@ -73,23 +74,35 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
 def predict_samples(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = 64, workers: int | None = None,
+    gpu_memory: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(N, C) probabilities and (N,) labels over ``samples`` (OOM-guarded batches)."""
+    """(N, C) probabilities and (N,) labels over ``samples``.
+
+    Batches that run out of memory are halved and retried; ``gpu_memory`` (bytes) enforces a
+    budget as training does (``train/peak.py``: the CUDA allocator capped, or the CPU's
+    virtual device).
+    """
+    dev = torch.device(device)
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
-    loader = make_loader(ds, batch_size=batch_size, workers=workers, device=torch.device(device).type)
-    ctx = StepContext(device=torch.device(device), num_classes=model.head.layers[-1].out_features)
-    _, probs, labels = evaluate(model, iter(loader), ctx, MicroBatch(batch_size))
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
+    ctx = StepContext(device=dev, num_classes=model.head.layers[-1].out_features)
+    micro = MicroBatch(batch_size)
+    with PeakMeter(dev, budget_bytes=gpu_memory):
+        _, probs, labels = evaluate(model, iter(loader), ctx, micro)
+    if micro.size < batch_size:
+        log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)
     return probs, labels
 
 
 def evaluate_run(
     run_dir: str | Path, data: str | Path | None = None, *, device: str = "cpu",
-    batch_size: int = 64, workers: int | None = None,
+    batch_size: int = 64, workers: int | None = None, gpu_memory: int | None = None,
 ) -> ClassificationReport:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a run.
 
     ``data`` None evaluates the run's own held-out validation split; otherwise a class-folder
-    tree whose class names must be among the run's classes.
+    tree whose class names must be among the run's classes. ``gpu_memory``: a memory budget
+    in bytes (see ``predict_samples``).
     """
     from snugtune.train.setup import load_split
 
@@ -103,7 +116,7 @@ def evaluate_run(
     else:
         samples = _samples_by_name(data, classes)
     probs, labels = predict_samples(model, samples, card["preprocessing"], device=device,
-                                    batch_size=batch_size, workers=workers)
+                                    batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
     return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
 
 
