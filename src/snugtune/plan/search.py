@@ -154,11 +154,8 @@ def candidates(ctx: PlanContext, phase: PhaseConfig) -> list[Candidate]:
         chosen = tuple(region[: math.ceil(len(region) * share)])
         if chosen:
             sets[chosen] = len(chosen) / max(1, n)
-    out = [
-        Candidate(p, ck, channels_last(ctx.device, p, ctx.model), frac)
-        for p in precisions
-        for ck, frac in sets.items()
-    ]
+    nhwc = {p: channels_last(ctx.device, p, ctx.model) for p in precisions}  # one model walk each
+    out = [Candidate(p, ck, nhwc[p], frac) for p in precisions for ck, frac in sets.items()]
     return sorted(out, key=lambda c: intrinsic_cost(ctx.device, c))
 
 
