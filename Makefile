@@ -9,12 +9,12 @@ STAMP := $(VENV)/.snugtune-installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --no-cache-dir --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
-	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -q --no-deps "animal-mnist>=0.4"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q --no-cache-dir --no-deps "animal-mnist>=0.4"
+	$(PIP) install -q --no-cache-dir -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,7 +6,7 @@ import pytest
 
 from snugtune.data import make_image_folder
 
-FAST = ["--model", "torchvision:resnet18", "--weights", "none", "--res", "32",
+FAST = ["--model", "timm:test_resnet", "--weights", "none", "--res", "32",
         "--batch-size", "8", "--workers", "0", "--no-progress"]
 
 

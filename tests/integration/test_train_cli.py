@@ -43,7 +43,9 @@ def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsy
 
 def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [*FAST, "--head-epochs", "4", "--finetune-epochs", "2", "--lr", "3e-3"]
+    # A random tiny backbone: its frozen features alone do not separate the classes, so the
+    # fine-tuning phase trains all of it.
+    args = [*FAST, "--head-epochs", "2", "--finetune-epochs", "6", "--lr", "1e-2", "--unfreeze", "all"]
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
     assert json.loads((run / "summary.json").read_text())["best_val_accuracy"] >= 0.8
 
