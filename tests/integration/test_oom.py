@@ -185,13 +185,9 @@ def test_evaluate_under_a_budget_halves_batches_and_reports_the_same(
 
     from snugtune import evaluate
     from snugtune.errors import BudgetError
-    from snugtune.memory.guard import VirtualDeviceBudget
 
     free = evaluate(recovered, tiny_data)
-    weights = sum(t.numel() * t.element_size() for t in load_file(recovered / "model.safetensors").values())
-    with VirtualDeviceBudget(None) as held:  # what this process holds already (counted too)
-        pass
-    base = held.entry_bytes + weights  # + the run's model, which evaluate loads
+    base = _held_with_the_model(recovered)
     caplog.set_level(logging.INFO, logger="snugtune.train.inference")
     tight = evaluate(recovered, tiny_data, gpu_memory=base + 1_000_000)  # measured: fits 4 at a time
     assert "at most 4 at a time" in caplog.text
@@ -199,3 +195,34 @@ def test_evaluate_under_a_budget_halves_batches_and_reports_the_same(
     with pytest.raises(BudgetError, match="needed at micro-batch 1"):
         evaluate(recovered, tiny_data, gpu_memory=base + 100_000)
     assert main(["evaluate", str(recovered), str(tiny_data), "--gpu-memory", "lots"]) == 2
+
+
+def _held_with_the_model(run: Path) -> int:
+    """Bytes this process holds already (counted by the budget) plus the run's model."""
+    from snugtune.memory.guard import VirtualDeviceBudget
+
+    weights = sum(t.numel() * t.element_size() for t in load_file(run / "model.safetensors").values())
+    with VirtualDeviceBudget(None) as held:
+        pass
+    return held.entry_bytes + weights
+
+
+def test_predict_batches_under_a_budget_and_names_a_bad_file(
+    recovered: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from snugtune import predict
+
+    files = sorted(tiny_data.rglob("*.png"))[:10]
+    one_by_one = predict(recovered, files, top_k=2, batch_size=1)
+    batched = predict(recovered, files, top_k=2)
+    tight = predict(recovered, files, top_k=2, gpu_memory=_held_with_the_model(recovered) + 1_000_000)
+    for a, b, c in zip(one_by_one, batched, tight, strict=True):
+        assert a.path == b.path == c.path and a.labels == b.labels == c.labels
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+        assert c.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(["predict", str(recovered), str(files[0]), str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "broken.png" in err

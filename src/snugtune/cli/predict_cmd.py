@@ -1,9 +1,11 @@
-"""``snugtune predict RUN|MODEL.onnx FILES... [--top-k K] [--json]``."""
+"""``snugtune predict RUN|MODEL.onnx FILES... [--top-k K] [--json] [--gpu-memory SIZE]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from snugtune.cli._args import add_inference_args, budget_bytes
 
 __all__ = ["register"]
 
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "onnxruntime; its card FILE.onnx.json must be beside it)")
     p.add_argument("files", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    add_inference_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=run)
 
@@ -23,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from snugtune.train import predict
 
-    preds = predict(a.run, a.files, top_k=a.top_k, device=a.device)
+    preds = predict(a.run, a.files, top_k=a.top_k, device=a.device, batch_size=a.batch_size,
+                    gpu_memory=budget_bytes(a.gpu_memory))
     if a.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0

@@ -55,7 +55,9 @@ def fake_parameters(
     saved: list[tuple[dict[str, Any], str, Any]] = []
     params: list[torch.Tensor] = []
     for module in model.modules():
-        for table, is_param in ((module._parameters, True), (module._buffers, False)):
+        tables: tuple[tuple[dict[str, Any], bool], ...] = (
+            (module._parameters, True), (module._buffers, False))
+        for table, is_param in tables:
             for name, t in list(table.items()):
                 if t is None:
                     continue

@@ -6,13 +6,16 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from snugtune.errors import ConfigError
 from snugtune.memory._adapter import block_count
 from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
+
+if TYPE_CHECKING:
+    from snugtune.models import Classifier
 from snugtune.memory.simulate import StepConfig, simulate
 from snugtune.memory.trace import MARK, Trace
 
@@ -67,7 +70,7 @@ class MemoryReport:
 
 
 @functools.lru_cache(maxsize=16)
-def build_model(name: str, classes: int, head_hidden: int | None = None) -> nn.Module:
+def build_model(name: str, classes: int, head_hidden: int | None = None) -> Classifier:
     """A snugtune ``Classifier`` for ``name`` on the meta device (cached; nothing allocated)."""
     from snugtune.models import build_classifier
 

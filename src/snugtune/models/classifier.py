@@ -34,7 +34,7 @@ class Classifier(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head: nn.Module,
+        head: Head,
         *,
         spec: BackboneSpec,
         preprocessing: Preprocessing,

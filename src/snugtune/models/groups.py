@@ -16,10 +16,11 @@ __all__ = ["backbone_blocks"]
 
 def backbone_blocks(backbone: nn.Module, source: str) -> list[nn.ModuleList]:
     """Ordered freeze groups of a headless backbone (bottom first)."""
-    if source == "timm" and hasattr(backbone, "group_matcher"):
+    matcher = getattr(backbone, "group_matcher", None)
+    if source == "timm" and callable(matcher):
         from timm.models import group_modules
 
-        groups = group_modules(backbone, backbone.group_matcher(coarse=True))
+        groups = group_modules(backbone, matcher(coarse=True))
         names = [list(v) for _, v in sorted(groups.items())]
         return _cover(backbone, names)
     return _children_blocks(backbone)

@@ -23,6 +23,7 @@ class Head(nn.Module):
         self, in_features: int, num_classes: int, *, hidden: int | None = None, dropout: float = 0.2
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = in_features
         if hidden:

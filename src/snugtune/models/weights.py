@@ -137,7 +137,7 @@ def _load_from_hub(backbone: nn.Module, spec: BackboneSpec) -> WeightsInfo:
 
         src = timm.create_model(spec.name, pretrained=True, num_classes=0)
         backbone.load_state_dict(src.state_dict())
-        tag = src.pretrained_cfg.get("tag") or "default"
+        tag = getattr(src, "pretrained_cfg", {}).get("tag") or "default"
         return WeightsInfo("timm-hub", f"timm:{spec.name}.{tag}")
     import torchvision
 

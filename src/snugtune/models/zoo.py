@@ -86,17 +86,18 @@ def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
     """Randomly initialised headless backbone, its pooled width F, and its preprocessing."""
     if spec.source == "timm":
         model = timm.create_model(spec.name, pretrained=False, num_classes=0)
-        cfg = model.pretrained_cfg
+        cfg = timm.data.resolve_model_data_config(model)
         pre = Preprocessing(
-            size=int(cfg.get("input_size", (3, 224, 224))[-1]),
-            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-            std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-            interpolation=str(cfg.get("interpolation", "bilinear")),
-            crop_pct=float(cfg.get("crop_pct", 0.875)),
+            size=int(cfg["input_size"][-1]),
+            mean=(float(cfg["mean"][0]), float(cfg["mean"][1]), float(cfg["mean"][2])),
+            std=(float(cfg["std"][0]), float(cfg["std"][1]), float(cfg["std"][2])),
+            interpolation=str(cfg["interpolation"]),
+            crop_pct=float(cfg["crop_pct"]),
         )
         # Models with a conv head after pooling (mobilenetv3, lcnet) output head_hidden_size.
-        width = getattr(model, "head_hidden_size", None) or model.num_features
-        return model, int(width), pre
+        hidden = getattr(model, "head_hidden_size", None)
+        width = int(hidden) if hidden else int(getattr(model, "num_features", 0))
+        return model, width, pre
     model = torchvision.models.get_model(spec.name, weights=None)
     _strip_torchvision_top(model)
     with torch.no_grad():
@@ -109,14 +110,14 @@ def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
 
 def _strip_torchvision_top(model: nn.Module) -> None:
     """Replace a torchvision classifier by identity so the model returns pooled features."""
+    clf = getattr(model, "classifier", None)
     if isinstance(getattr(model, "fc", None), nn.Linear):  # resnet, regnet, googlenet, ...
         model.fc = nn.Identity()
     elif isinstance(getattr(model, "heads", None), nn.Module):  # vit, swin (head)
         model.heads = nn.Identity()
     elif isinstance(getattr(model, "head", None), nn.Linear):
         model.head = nn.Identity()
-    elif isinstance(getattr(model, "classifier", None), nn.Sequential):
-        clf = model.classifier
+    elif isinstance(clf, nn.Sequential):
         if any(isinstance(m, nn.LayerNorm | nn.Flatten) for m in clf):  # convnext: keep its norm
             clf[-1] = nn.Identity()
         else:  # vgg, alexnet, mobilenet, efficientnet: drop the dense top entirely (Keras style)

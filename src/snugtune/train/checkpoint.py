@@ -141,8 +141,8 @@ def _signals_held() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if received:
             signal.raise_signal(received[0])  # now handled as if it arrived just now
 

@@ -223,7 +223,7 @@ def _scaled_sum_hook(state, bucket):  # type: ignore[no-untyped-def]
 
 # Buffers are broadcast once per epoch instead of before every forward (a collective per
 # micro-batch would need equal micro-batch counts on every rank); the flag was renamed.
-_NO_FORWARD_BUFFER_SYNC = (
+_NO_FORWARD_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
@@ -309,7 +309,7 @@ def _lost_peer(e: BaseException) -> str:
 
 
 def _init_group(backend: str, timeout: timedelta, device: torch.device) -> None:
-    bind = {"device_id": device} if device.type == "cuda" else {}  # NCCL: one GPU per rank
+    bind: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}  # NCCL: one GPU per rank
     try:
         dist.init_process_group(backend, timeout=timeout, **bind)
     except (RuntimeError, dist.DistError) as e:

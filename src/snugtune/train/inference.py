@@ -17,7 +17,6 @@ from snugtune.data import (
     ImageDataset,
     Sample,
     build_transforms,
-    load_image,
     make_loader,
     scan_folder,
 )
@@ -62,7 +61,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
     if not card_path.exists() or not weights.exists():
         raise CheckpointError(f"{run_dir} holds no finished model (model_card.json + "
                               "model.safetensors); finish it with snugtune train --resume")
-    card = dict(read_model_card(card_path))
+    card: dict[str, Any] = dict(read_model_card(card_path))
     head = card.get("head") or {}
     model = build_classifier(str(card.get("model") or card["backbone"]), int(card["num_classes"]),
                              weights="none", head_hidden=head.get("hidden"),
@@ -85,7 +84,7 @@ def predict_samples(
     dev = torch.device(device)
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
-    ctx = StepContext(device=dev, num_classes=model.head.layers[-1].out_features)
+    ctx = StepContext(device=dev, num_classes=model.head.num_classes)
     micro = MicroBatch(batch_size)
     with PeakMeter(dev, budget_bytes=gpu_memory):
         _, probs, labels = evaluate(model, iter(loader), ctx, micro)
@@ -130,26 +129,27 @@ def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
     return [Sample(path=s.path, label=classes.index(scan.classes[s.label])) for s in pool]
 
 
-@torch.no_grad()
 def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
-            device: str = "cpu") -> list[Prediction]:
+            device: str = "cpu", batch_size: int = 64,
+            gpu_memory: int | None = None) -> list[Prediction]:
     """Top-k predictions for each image file (a bad file raises ``DataError`` naming it).
 
-    ``run_dir`` may also be an exported ``.onnx`` file with its card ``FILE.onnx.json``
-    beside it: onnxruntime then runs it on the CPU (``device`` is ignored).
+    Files are classified in batches, under the same budget guard as ``evaluate_run``
+    (``gpu_memory`` in bytes; see ``predict_samples``). ``run_dir`` may also be an exported
+    ``.onnx`` file with its card ``FILE.onnx.json`` beside it: onnxruntime then runs it on
+    the CPU (``device``, ``batch_size`` and ``gpu_memory`` are ignored).
     """
     from snugtune.export import OnnxModel, is_onnx_model
 
     if is_onnx_model(run_dir):
         return list(OnnxModel(run_dir).predict(files, top_k=top_k))
     model, card = load_run(run_dir, device)
-    classes, tf = list(card["classes"]), eval_transform(card["preprocessing"])
-    k = max(1, min(top_k, len(classes)))
-    out = []
-    for f in files:
-        x = tf(load_image(f, draft_size=int(card["preprocessing"]["size"]))).unsqueeze(0)
-        p = model(x.to(device)).float().softmax(-1)[0].cpu()
-        top = p.topk(k)
-        out.append(Prediction(str(f), tuple(classes[i] for i in top.indices.tolist()),
-                              tuple(float(v) for v in top.values.tolist())))
-    return out
+    classes = list(card["classes"])
+    samples = [Sample(path=str(f), label=0) for f in files]
+    # No worker processes: a file that cannot be read raises its own one-line DataError here
+    # (a worker would re-raise it wrapped in its traceback).
+    probs, _ = predict_samples(model, samples, card["preprocessing"], device=device,
+                               batch_size=batch_size, workers=0, gpu_memory=gpu_memory)
+    top = probs.topk(max(1, min(top_k, len(classes))), dim=-1)
+    return [Prediction(s.path, tuple(classes[i] for i in idx), tuple(float(v) for v in val))
+            for s, idx, val in zip(samples, top.indices.tolist(), top.values.tolist(), strict=True)]
