@@ -85,3 +85,14 @@ def test_mixup_trains_the_head_on_images(tiny_data: Path, tmp_path: Path) -> Non
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
     cache = _summary(run)["phases"][0]["feature_cache"]
     assert cache["used"] is False and "MixUp" in cache["reason"]
+
+
+def test_a_phase_of_zero_epochs_fills_no_cache(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "no_head"
+    args = [*FAST, "--head-epochs", "0", "--finetune-epochs", "1"]
+    assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
+    head, finetune = _summary(run)["phases"]
+    assert head["epochs_run"] == 0 and head["feature_cache"] is None
+    assert head["measured_peak_bytes"] is None and finetune["epochs_run"] == 1
+    assert not (run / "feature_cache").exists()
+    assert (run / "report.md").exists()

@@ -98,3 +98,14 @@ def test_config_errors_are_listed_together_with_exit_code_2(tiny_data: Path, cap
     for flag in ("--val-split", "--batch-size", "augment.zoom_range", "--gpu-memory"):
         assert flag in err
     assert err.count("\n") == 1  # one line
+
+
+def test_a_batch_larger_than_the_training_set_is_reported_as_one_micro_batch(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "big_batch"
+    args = [*FAST, "--head-epochs", "0", "--finetune-epochs", "1", "--batch-size", "64"]
+    assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
+    finetune = json.loads((run / "summary.json").read_text())["phases"][1]
+    train = len(json.loads((run / "split.json").read_text())["train"])
+    assert finetune["micro_batch"] == train and finetune["accumulation"] == 1

@@ -157,6 +157,9 @@ class _Run:
     def _run_phase(self, resume_ckpt: dict[str, Any] | None) -> None:
         i = self.state.phase_index
         phase, setup = self.cfg.phases[i], self.setups[i]
+        if phase.epochs == 0:  # nothing to train: no inputs (a frozen phase would fill the cache)
+            self._finish_phase(self._phase_result(i, setup, MicroBatch(setup.micro_batch), None, None))
+            return
         # the plan's depth: the budget may have frozen more than the phase asked
         self.model.set_trainable(replace(phase, trainable=setup.trainable).top_blocks(), train_bn=phase.train_bn)
         self.model.set_checkpointing(setup.checkpointing)
@@ -174,19 +177,21 @@ class _Run:
         runner = PhaseRunner(self.cfg, i, self.model, inputs, ctx, micro, self.state,
                              on_epoch=self.metrics.append, save=self._save,
                              best_state=self.best, scaler=scaler, world=self.world, meter=meter)
-        if phase.epochs > 0:
-            log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, setup.trainable,
-                     micro.size, micro.accumulation(self._local_batch), setup.precision, phase.epochs)
+        log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, setup.trainable,
+                 micro.size, micro.accumulation(self._local_batch), setup.precision, phase.epochs)
         with meter:
             runner.run(resume_ckpt)
-        self.state.results.append(self._phase_result(i, setup, micro, inputs.feature_cache, meter))
+        self._finish_phase(self._phase_result(i, setup, micro, inputs.feature_cache, meter))
+
+    def _finish_phase(self, result: dict[str, Any]) -> None:
+        self.state.results.append(result)
         self.state.phase_index += 1
         self.state.phase = PhaseState()
         self.best = None
         self._save({})
 
     def _phase_result(self, i: int, setup: PhaseSetup, micro: MicroBatch,
-                      cache: dict[str, Any] | None, meter: PeakMeter) -> dict[str, Any]:
+                      cache: dict[str, Any] | None, meter: PeakMeter | None) -> dict[str, Any]:
         st, phase = self.state.phase, self.cfg.phases[i]
         return {
             "name": phase.name, "trainable": setup.trainable, "epochs_planned": phase.epochs,
@@ -200,13 +205,15 @@ class _Run:
             "checkpointing": list(setup.checkpointing), "channels_last": setup.channels_last,
             "oom_recoveries": len(micro.recoveries), "recoveries": micro.recoveries,
             "predicted_peak_bytes": setup.predicted_peak_bytes,
-            "measured_peak_bytes": meter.peak_bytes, "measured_reserved_bytes": meter.reserved_bytes,
+            "measured_peak_bytes": meter.peak_bytes if meter else None,
+            "measured_reserved_bytes": meter.reserved_bytes if meter else None,
             "budget_bytes": self.cfg.gpu_memory, "feature_cache": cache,
         }
 
     @property
     def _local_batch(self) -> int:
-        return self.world.local_batch(self.cfg.batch_size)
+        # A training set smaller than the batch makes every batch the whole set (as the planner).
+        return self.world.local_batch(min(self.cfg.batch_size, max(1, len(self.data.train))))
 
     def _save(self, extra: dict[str, Any]) -> None:
         # One writer, and every rank waits for it: a rank that dies after this point leaves a
