@@ -207,6 +207,7 @@ class _Run:
             "predicted_peak_bytes": setup.predicted_peak_bytes,
             "measured_peak_bytes": meter.peak_bytes if meter else None,
             "measured_reserved_bytes": meter.reserved_bytes if meter else None,
+            "measured_entry_bytes": meter.entry_bytes if meter else None,  # held before step 1
             "budget_bytes": self.cfg.gpu_memory, "feature_cache": cache,
         }
 
