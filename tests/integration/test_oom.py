@@ -207,7 +207,7 @@ def _held_with_the_model(run: Path) -> int:
     return held.entry_bytes + weights
 
 
-def test_predict_batches_under_a_budget_and_names_a_bad_file(
+def test_predict_batches_under_a_budget_takes_folders_and_names_a_bad_path(
     recovered: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from snugtune import predict
@@ -220,9 +220,13 @@ def test_predict_batches_under_a_budget_and_names_a_bad_file(
         assert a.path == b.path == c.path and a.labels == b.labels == c.labels
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
         assert c.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    folder = predict(recovered, [tiny_data / "class_1"])  # a folder: the images under it
+    assert [p.path for p in folder] == sorted(str(f) for f in (tiny_data / "class_1").glob("*.png"))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    capsys.readouterr()
-    assert main(["predict", str(recovered), str(files[0]), str(bad)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "broken.png" in err
+    for argv in ([str(files[0]), str(bad)], [str(tmp_path / "missing.png")], [str(tmp_path / "x")]):
+        (tmp_path / "x").mkdir(exist_ok=True)  # a folder without images
+        capsys.readouterr()
+        assert main(["predict", str(recovered), *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and Path(argv[-1]).name in err and "rescans" not in err, err

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "ONNX model")
     p.add_argument("run", help="a finished run folder, or an exported .onnx file (run by "
                                "onnxruntime; its card FILE.onnx.json must be beside it)")
-    p.add_argument("files", nargs="+", help="image files")
+    p.add_argument("files", nargs="+", help="image files, or folders of them (searched recursively)")
     p.add_argument("--top-k", type=int, default=1)
     add_inference_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON list")

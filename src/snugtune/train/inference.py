@@ -14,7 +14,9 @@ from torch import Tensor
 
 from snugtune.config import AugmentConfig
 from snugtune.data import (
+    IMAGE_EXTENSIONS,
     ImageDataset,
+    ImageLoadError,
     Sample,
     build_transforms,
     make_loader,
@@ -134,6 +136,8 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
             gpu_memory: int | None = None) -> list[Prediction]:
     """Top-k predictions for each image file (a bad file raises ``DataError`` naming it).
 
+    A folder in ``files`` stands for the image files under it (sorted; hidden entries skipped).
+
     Files are classified in batches, under the same budget guard as ``evaluate_run``
     (``gpu_memory`` in bytes; see ``predict_samples``). ``run_dir`` may also be an exported
     ``.onnx`` file with its card ``FILE.onnx.json`` beside it: onnxruntime then runs it on
@@ -141,6 +145,7 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
     """
     from snugtune.export import OnnxModel, is_onnx_model
 
+    files = _image_files(files)
     if is_onnx_model(run_dir):
         return list(OnnxModel(run_dir).predict(files, top_k=top_k))
     model, card = load_run(run_dir, device)
@@ -148,8 +153,36 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
     samples = [Sample(path=str(f), label=0) for f in files]
     # No worker processes: a file that cannot be read raises its own one-line DataError here
     # (a worker would re-raise it wrapped in its traceback).
-    probs, _ = predict_samples(model, samples, card["preprocessing"], device=device,
-                               batch_size=batch_size, workers=0, gpu_memory=gpu_memory)
+    try:
+        probs, _ = predict_samples(model, samples, card["preprocessing"], device=device,
+                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory)
+    except ImageLoadError as e:  # its own text is about training, which skips such files
+        raise DataError(f"cannot classify {e.path!r}: {e.reason}") from None
     top = probs.topk(max(1, min(top_k, len(classes))), dim=-1)
     return [Prediction(s.path, tuple(classes[i] for i in idx), tuple(float(v) for v in val))
             for s, idx, val in zip(samples, top.indices.tolist(), top.values.tolist(), strict=True)]
+
+
+def _image_files(paths: Sequence[str | Path]) -> list[str]:
+    """``paths`` with each folder replaced by the image files under it (sorted, recursive,
+    hidden entries skipped).
+
+    Raises:
+        DataError: a path does not exist, or a folder holds no image file.
+    """
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                str(f) for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            if not found:
+                raise DataError(f"{str(p)!r} holds no image files (.jpg, .png, .webp, ...)")
+            out += found
+        elif not p.exists():
+            raise DataError(f"{str(p)!r} does not exist; pass image files or folders of them")
+        else:
+            out.append(str(p))
+    return out
