@@ -145,12 +145,12 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
     """
     from snugtune.export import OnnxModel, is_onnx_model
 
-    files = _image_files(files)
-    if is_onnx_model(run_dir):
-        return list(OnnxModel(run_dir).predict(files, top_k=top_k))
+    if is_onnx_model(run_dir):  # the model is checked before the files
+        onnx = OnnxModel(run_dir)
+        return list(onnx.predict(_image_files(files), top_k=top_k))
     model, card = load_run(run_dir, device)
     classes = list(card["classes"])
-    samples = [Sample(path=str(f), label=0) for f in files]
+    samples = [Sample(path=f, label=0) for f in _image_files(files)]
     # No worker processes: a file that cannot be read raises its own one-line DataError here
     # (a worker would re-raise it wrapped in its traceback).
     try:
