@@ -13,11 +13,11 @@ from torch import nn
 from snugtune.errors import ConfigError
 from snugtune.memory._adapter import block_count
 from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
+from snugtune.memory.simulate import StepConfig, simulate
+from snugtune.memory.trace import MARK, Trace
 
 if TYPE_CHECKING:
     from snugtune.models import Classifier
-from snugtune.memory.simulate import StepConfig, simulate
-from snugtune.memory.trace import MARK, Trace
 
 __all__ = ["MemoryReport", "build_model", "estimate_memory", "report_from_trace"]
 
