@@ -43,7 +43,7 @@ import torch
 
 from _machine import emit  # benchmarks/_machine.py (scripts run from here)
 from snugtune.memory import BatchSweep, StepConfig, estimate_memory, get_gpu_profile, run_steps
-from snugtune.memory._adapter import configured
+from snugtune.memory.modules import configured
 from snugtune.models import build_classifier
 from snugtune.units import MIB
 

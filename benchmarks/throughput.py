@@ -51,7 +51,7 @@ from torchvision import transforms as T
 from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import AugmentConfig, build_config
 from snugtune.data import build_transforms, default_workers, load_image, write_animal_mnist
-from snugtune.train import runner, train
+from snugtune.recipe import finetune, train
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -98,20 +98,26 @@ def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: 
         "resolution": res, "batch_size": batch, "val_split": 0.0, "precision": precision,
         "progress": False, "phases": [phase],
     })
-    original = runner.plan_phases
+    original = finetune.plan_phases
+
+    def with_layout(*a: Any, **k: Any) -> Any:
+        plan = original(*a, **k)
+        return replace(plan, phases=tuple(replace(p, channels_last=channels_last) for p in plan.phases))
+
     if channels_last is not None:
-        runner.plan_phases = lambda *a, **k: [replace(p, channels_last=channels_last) for p in original(*a, **k)]
+        finetune.plan_phases = with_layout
     try:
         result = train(cfg)
     finally:
-        runner.plan_phases = original
+        finetune.plan_phases = original
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    phase_summary = result.summary["phases"][0]
+    phase_summary = result.summary.phases[0]
+    cache = phase_summary.feature_cache
     record = {"images": int(rows[0]["samples_seen"]),
               "epoch_images_per_s": [float(r["images_per_s"]) for r in rows],
-              "precision": phase_summary.get("precision"), "channels_last": phase_summary.get("channels_last"),
-              "feature_cache": phase_summary["feature_cache"]}
+              "precision": phase_summary.precision, "channels_last": phase_summary.channels_last,
+              "feature_cache": cache.to_dict() if cache else None}
     shutil.rmtree(out, ignore_errors=True)
     return record
 
@@ -122,7 +128,7 @@ def _first_epoch(run: dict[str, Any]) -> dict[str, float]:
     n = run["images"]
     seconds = float(cache.get("seconds") or 0.0) + n / run["epoch_images_per_s"][0]
     return {"images": n, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 2),
-            "fill_seconds": cache.get("seconds"), "views": cache.get("views"), "used": cache.get("used")}
+            "fill_seconds": cache.get("seconds"), "used": cache.get("used")}
 
 
 FINETUNE_VARIANTS: dict[str, tuple[str, bool | None]] = {

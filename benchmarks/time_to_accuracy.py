@@ -31,8 +31,8 @@ from typing import Any
 from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import DEFAULT_MODEL, build_config
 from snugtune.data import write_animal_mnist
+from snugtune.recipe import finetune, train
 from snugtune.report import MetricsLog
-from snugtune.train import runner, train
 
 log = logging.getLogger("benchmarks.time_to_accuracy")
 
@@ -74,7 +74,8 @@ class _Hooks:
             start = self.now()
             result = original(*a, **k)
             self.inputs.append({"started_at": start, "seconds": round(self.now() - start, 2),
-                                "feature_cache": result.feature_cache})
+                                "feature_cache": result.feature_cache.to_dict()
+                                if result.feature_cache else None})
             return result
 
         return phase_inputs
@@ -85,9 +86,9 @@ def timed_run(root: Path, work: Path, target: float, stop: bool) -> dict[str, An
     out = work / f"run-{time.monotonic_ns()}"
     cfg = build_config(None, {"data": str(root), "out": str(out), "progress": False})
     hooks = _Hooks(target, stop)
-    original_append, original_inputs = MetricsLog.append, runner.phase_inputs
+    original_append, original_inputs = MetricsLog.append, finetune.phase_inputs
     MetricsLog.append = hooks.wrap_append(original_append)  # type: ignore[method-assign]
-    runner.phase_inputs = hooks.wrap_inputs(original_inputs)
+    finetune.phase_inputs = hooks.wrap_inputs(original_inputs)
     before = load()
     hooks.t0 = time.perf_counter()
     try:
@@ -96,7 +97,7 @@ def timed_run(root: Path, work: Path, target: float, stop: bool) -> dict[str, An
         pass
     finally:
         MetricsLog.append = original_append  # type: ignore[method-assign]
-        runner.phase_inputs = original_inputs
+        finetune.phase_inputs = original_inputs
     total = hooks.now()
     shutil.rmtree(out, ignore_errors=True)
     best = max((e["val_accuracy"] or 0.0 for e in hooks.epochs), default=0.0)

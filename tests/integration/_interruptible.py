@@ -119,7 +119,7 @@ def _at_write(n: int, freeze: Callable[[], None]) -> None:
 
 
 class _OsWithHook:
-    """The ``os`` module as ``snugtune.train.checkpoint`` sees it, with ``replace`` watched."""
+    """The ``os`` module as ``snugtune.recipe.checkpoint`` sees it, with ``replace`` watched."""
 
     def __init__(self, on_replace: Callable[[str, str], None]) -> None:
         self._on_replace = on_replace
@@ -133,7 +133,7 @@ class _OsWithHook:
 
 
 def _at_checkpoint(kind: str, n: int, freeze: Callable[[], None]) -> None:
-    ckpt = importlib.import_module("snugtune.train.checkpoint")
+    ckpt = importlib.import_module("snugtune.recipe.checkpoint")
 
     saves = {"n": 0}
 
@@ -149,15 +149,15 @@ def _at_checkpoint(kind: str, n: int, freeze: Callable[[], None]) -> None:
 
 
 def _at_fill(freeze: Callable[[], None]) -> None:
-    cache = importlib.import_module("snugtune.train.cache")
-    original = cache._atomic_write
+    cache = importlib.import_module("snugtune.recipe.cache")
+    original = cache.write_json
 
-    def atomic_write(path: Path, text: str) -> None:
-        if path.name == "index.json":
+    def write_json(path: Path, obj: Any, **kw: Any) -> Path:
+        if Path(path).name == "index.json":
             freeze()
-        original(path, text)
+        return original(path, obj, **kw)
 
-    cache._atomic_write = atomic_write
+    cache.write_json = write_json
 
 
 def _at_outputs(freeze: Callable[[], None]) -> None:

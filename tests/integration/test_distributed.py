@@ -80,17 +80,17 @@ def _audit(event, args):
 sys.addaudithook(_audit)
 
 if RANK == os.environ.get("DIE_RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
-    from snugtune.train.phase import PhaseRunner
+    import snugtune.recipe.finetune as recipe
 
-    original, calls = PhaseRunner._epoch, [0]
+    original, calls = recipe.run_epoch, [0]
 
-    def dying(self, *a, **k):
+    def dying(*a, **k):
         calls[0] += 1
         if calls[0] == int(os.environ["DIE_AT_EPOCH"]):
             os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, *a, **k)
+        return original(*a, **k)
 
-    PhaseRunner._epoch = dying
+    recipe.run_epoch = dying
 
 from snugtune.cli import main
 sys.exit(main())

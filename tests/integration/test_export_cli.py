@@ -20,7 +20,7 @@ def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_export_every_format_with_a_passing_check(run: Path, tmp_path: Path, capsys) -> None:
-    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt"),
+    for fmt, name in (("onnx", "model.onnx"), ("pt2", "model.pt2"),
                       ("safetensors", "model.safetensors")):
         capsys.readouterr()
         assert main(["export", str(run), "--format", fmt, "--json"]) == 0

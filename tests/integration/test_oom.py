@@ -27,7 +27,7 @@ from snugtune.cli import main
 OOM_FLAGS = ["--model", "timm:test_efficientnet", "--weights", "none", "--res", "32",
              "--batch-size", "8", "--workers", "0", "--no-progress", "--device", "cpu",
              "--deterministic", "--no-feature-cache", "--head-epochs", "0",
-             "--finetune-epochs", "2", "--unfreeze", "all"]
+             "--finetune-epochs", "2", "--finetune-trainable", "all"]
 # fmt: on
 FINETUNE = 1  # index of the phase that trains (the head phase has 0 epochs)
 
@@ -119,17 +119,17 @@ def test_recovers_from_oom_without_losing_or_repeating_a_sample(
 
 
 def _crash_on_second_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from snugtune.train.phase import PhaseRunner
+    import snugtune.recipe.finetune as recipe
 
-    original, calls = PhaseRunner._epoch, {"n": 0}
+    original, calls = recipe.run_epoch, {"n": 0}
 
-    def crash(self: Any, *a: Any, **k: Any) -> None:  # epoch 1 (with the recovery) is saved
+    def crash(*a: Any, **k: Any) -> None:  # epoch 1 (with the recovery) is saved
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated crash")
-        return original(self, *a, **k)
+        return original(*a, **k)
 
-    monkeypatch.setattr(PhaseRunner, "_epoch", crash)
+    monkeypatch.setattr(recipe, "run_epoch", crash)
 
 
 def test_resume_after_a_recovery_keeps_the_reduced_micro_batch(
@@ -188,8 +188,9 @@ def test_evaluate_under_a_budget_halves_batches_and_reports_the_same(
 
     free = evaluate(recovered, tiny_data)
     base = _held_with_the_model(recovered)
-    caplog.set_level(logging.INFO, logger="snugtune.train.inference")
-    tight = evaluate(recovered, tiny_data, gpu_memory=base + 1_000_000)  # measured: fits 4 at a time
+    caplog.set_level(logging.INFO, logger="snugtune.infer.run")
+    # measured at batch 64 (all 36 images in one batch): fits 4 at a time
+    tight = evaluate(recovered, tiny_data, batch_size=64, gpu_memory=base + 1_000_000)
     assert "at most 4 at a time" in caplog.text
     assert tight.accuracy == free.accuracy and tight.confusion == free.confusion
     with pytest.raises(BudgetError, match="needed at micro-batch 1"):

@@ -338,7 +338,7 @@ def test_unexpected_failures_are_one_line_and_debug_shows_the_traceback(
     def broken(run: Any) -> Any:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(sys.modules["snugtune.train"], "resume", broken)
+    monkeypatch.setattr(sys.modules["snugtune.recipe"], "resume", broken)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (

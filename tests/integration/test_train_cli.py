@@ -45,7 +45,7 @@ def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # A random tiny backbone: its frozen features alone do not separate the classes, so the
     # fine-tuning phase trains all of it.
-    args = [*FAST, "--head-epochs", "2", "--finetune-epochs", "6", "--lr", "1e-2", "--unfreeze", "all"]
+    args = [*FAST, "--head-epochs", "2", "--finetune-epochs", "6", "--lr", "1e-2", "--finetune-trainable", "all"]
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
     assert json.loads((run / "summary.json").read_text())["best_val_accuracy"] >= 0.8
 
@@ -57,22 +57,22 @@ def test_resume_after_a_stopped_run_gives_identical_weights(
     straight = tmp_path / "straight"
     assert main(["train", str(tiny_data), "--out", str(straight), *args]) == 0
 
-    from snugtune.train.phase import PhaseRunner
+    import snugtune.recipe.finetune as recipe
 
-    original, calls = PhaseRunner._epoch, {"n": 0}
+    original, calls = recipe.run_epoch, {"n": 0}
 
-    def crash_on_third_epoch(self, *a, **k):  # two epochs checkpointed, then a "crash"
+    def crash_on_third_epoch(*a, **k):  # two epochs checkpointed, then a "crash"
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("simulated crash")
-        return original(self, *a, **k)
+        return original(*a, **k)
 
-    monkeypatch.setattr(PhaseRunner, "_epoch", crash_on_third_epoch)
+    monkeypatch.setattr(recipe, "run_epoch", crash_on_third_epoch)
     stopped = tmp_path / "stopped"
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(["--debug", "train", str(tiny_data), "--out", str(stopped), *args])
     assert not (stopped / "model.safetensors").exists()
-    monkeypatch.setattr(PhaseRunner, "_epoch", original)
+    monkeypatch.setattr(recipe, "run_epoch", original)
     assert main(["train", "--resume", str(stopped)]) == 0
 
     a, b = load_file(straight / "model.safetensors"), load_file(stopped / "model.safetensors")

@@ -4,9 +4,9 @@ import snugtune
 
 
 def test_top_level_functions_survive_submodule_imports() -> None:
-    import snugtune.plan.search  # noqa: F401
-    import snugtune.train.cache  # noqa: F401
-    import snugtune.train.runner  # noqa: F401
+    import snugtune.planner.search  # noqa: F401
+    import snugtune.recipe.cache  # noqa: F401
+    import snugtune.recipe.finetune  # noqa: F401
 
     for name in ("train", "resume", "plan", "evaluate", "predict", "estimate_memory", "export_run"):
         assert callable(getattr(snugtune, name)), name

@@ -125,7 +125,6 @@ FLAG_CASES = [
     ({"device": "tpu"}, "--device", "'tpu'", "one of auto, cpu, cuda"),
     ({"precision": "fp8"}, "--precision", "'fp8'", "one of auto, fp32, bf16, fp16"),
     ({"micro_batch": 0}, "--micro-batch", "0", "integer >= 1"),
-    ({"cache_views": 0}, "--cache-views", "0", "integer >= 1"),
     ({"gpu_memory": "lots"}, "--gpu-memory", "'lots'", "use e.g. 4GiB"),
     ({"gpu_memory": -1}, "--gpu-memory", "-1", "positive size"),
     ({"deterministic": "no"}, "--deterministic", "'no'", "true or false"),

@@ -1,8 +1,8 @@
-"""The ``snugtune`` command: parse, call the library, render; errors become one line.
+"""The ``snugtune`` command: parse (:mod:`.parser`), call the library (:mod:`.commands`), render
+(:mod:`.render`); every error becomes one line.
 
-Each sub-command lives in its own module with ``register(subparsers)`` which adds a parser
-whose ``func`` default takes the parsed ``argparse.Namespace`` and returns an exit code.
-Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 130 interrupted.
+Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage, 130 interrupted. The commands
+module, which imports torch, is imported once a command runs (not for ``--help``).
 """
 
 from __future__ import annotations
@@ -15,33 +15,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import FrameType
 
+from snugtune.cli.parser import build_parser
+from snugtune.config import DEFAULT_OUT
 from snugtune.errors import SnugtuneError
+from snugtune.rundir import RunDir
 
 __all__ = ["main"]
-
-COMMANDS = ("train", "plan", "memory", "evaluate", "predict", "export", "demo")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every sub-command that is installed."""
-    parser = argparse.ArgumentParser(
-        prog="snugtune",
-        description="Fine-tune pretrained image classifiers within the memory you have.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"snugtune.cli.{name}_cmd")
-        except ModuleNotFoundError as e:  # a command not built yet must not break the others
-            if e.name != f"snugtune.cli.{name}_cmd":
-                raise
-            continue
-        module.register(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,16 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (and finishes a checkpoint being written), so ``train --resume`` loses at most the epoch
     in progress.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
     try:
         with _sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+            commands = importlib.import_module("snugtune.cli.commands")  # torch: only now
+            return int(getattr(commands, args.command)(args) or 0)
     except SnugtuneError as e:
         if args.debug:
             raise
@@ -74,10 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an unexpected failure is still one line
         if args.debug:
             raise
-        print(
-            f"error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        print(f"error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 
@@ -91,10 +67,10 @@ def _resume_hint(args: argparse.Namespace) -> str:
     """How to continue an interrupted ``train`` run, if it got far enough to have a folder."""
     if args.command != "train":
         return ""
-    run = Path(args.resume or args.out or "runs/latest")
-    if not (run / "config.yaml").exists():
+    run = RunDir(args.resume or args.out or DEFAULT_OUT)
+    if not run.config.exists():
         return ""
-    return f"; completed epochs are checkpointed, continue with: snugtune train --resume {run}"
+    return f"; completed epochs are checkpointed, continue with: snugtune train --resume {run.path}"
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

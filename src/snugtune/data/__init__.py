@@ -15,11 +15,11 @@ demo data; ``make_image_folder`` writes tiny synthetic trees for tests and bench
 
 from __future__ import annotations
 
-from snugtune.data.augment import batch_mixer, build_transforms
+from snugtune.data.augment import batch_mixer, build_transforms, eval_transform
 from snugtune.data.demo import ANIMAL_MNIST_CLASSES, write_animal_mnist
-from snugtune.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
-from snugtune.data.loader import ImageDataset, default_workers, make_loader
-from snugtune.data.results import FileIssue, Sample, ScanResult
+from snugtune.data.images import IMAGE_EXTENSIONS, load_image
+from snugtune.data.loader import ImageDataset, SeededDataset, default_workers, make_loader
+from snugtune.data.results import DataBundle, FileIssue, Sample, ScanResult
 from snugtune.data.scan import MIN_SIDE_PX, scan_folder
 from snugtune.data.split import split_samples
 from snugtune.data.synthetic import make_image_folder
@@ -28,14 +28,16 @@ __all__ = [
     "ANIMAL_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "MIN_SIDE_PX",
+    "DataBundle",
     "FileIssue",
     "ImageDataset",
-    "ImageLoadError",
     "Sample",
     "ScanResult",
+    "SeededDataset",
     "batch_mixer",
     "build_transforms",
     "default_workers",
+    "eval_transform",
     "load_image",
     "make_image_folder",
     "make_loader",

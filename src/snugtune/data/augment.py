@@ -36,7 +36,7 @@ MixUp/CutMix act on batches: see ``batch_mixer``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import PIL.Image
@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 from snugtune.config import AugmentConfig
 from snugtune.errors import ConfigError
 
-__all__ = ["batch_mixer", "build_transforms"]
+__all__ = ["batch_mixer", "build_transforms", "eval_transform"]
 
 _INTERPOLATIONS = {
     "nearest": v2.InterpolationMode.NEAREST,
@@ -95,6 +95,14 @@ def build_transforms(
         steps.append(v2.RandomErasing(p=aug.random_erasing, value=0.0))
     steps.append(v2.ToPureTensor())
     return v2.Compose(steps)
+
+
+def eval_transform(pre: Mapping[str, Any]) -> Transform:
+    """The evaluation pipeline from a model card's ``preprocessing`` (size, mean, std,
+    interpolation): what ``predict``, ``evaluate`` and the export checks feed a model."""
+    return build_transforms(AugmentConfig(), size=int(pre["size"]), mean=pre["mean"],
+                            std=pre["std"], train=False,
+                            interpolation=str(pre.get("interpolation", "bilinear")))
 
 
 def _geometry(aug: AugmentConfig, interp: v2.InterpolationMode) -> list[Any]:

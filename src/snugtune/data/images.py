@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from snugtune.errors import DataError
+from snugtune.errors import ImageLoadError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "ImageLoadError",
     "LoadedImage",
     "decode_image",
     "load_image",
@@ -85,18 +84,6 @@ _ALPHA_MODES = {
     "PA": "palette with alpha composited on white",
 }
 _BOMB_RE = re.compile(r"\((\d+) pixels\)")
-
-
-class ImageLoadError(DataError):
-    """An image file cannot be used; ``reason`` is the short text the scan report lists."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(
-            f"Cannot use image {self.path!r}: {reason}. Remove or replace the file "
-            "(snugtune train rescans the folder and skips it)."
-        )
 
 
 class LoadedImage:

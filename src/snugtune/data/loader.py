@@ -3,8 +3,8 @@
 Transforms draw from torch's RNG: in the main process that is the global RNG, in worker
 processes PyTorch seeds each worker from the loader's seeded ``generator``
 (``base_seed + worker_id``). Same seed, same worker count, same order of iteration: same
-batches. Training addresses items as ``(index, seed)`` instead (``train.setup.SeededDataset``),
-so that an item's augmentation does not depend on the worker or on a resume.
+batches. Training addresses items as ``(index, seed)`` instead (:class:`SeededDataset`), so
+that an item's augmentation does not depend on the worker or on a resume.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from snugtune.data.images import load_image
 from snugtune.data.results import Sample
+from snugtune.step import derive_seed
 
-__all__ = ["ImageDataset", "default_workers", "make_loader", "seed_worker"]
+__all__ = ["ImageDataset", "SeededDataset", "default_workers", "make_loader", "seed_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,27 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         sample = self.samples[index]
         image = load_image(sample.path, draft_size=self.draft_size)
         return self.transform(image), sample.label
+
+
+class SeededDataset(Dataset[Any]):
+    """Items addressed as ``(index, seed)``: augmentation randomness is a pure function of both.
+
+    With this, an epoch's augmented images depend only on the epoch's seed and the index —
+    not on which worker loads them or whether the run was resumed — and the main process's
+    RNG stream (dropout) is left untouched.
+    """
+
+    def __init__(self, base: Dataset[Any]) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, index))
+            return self.base[index]
 
 
 def default_workers(device: str = "cuda") -> int:

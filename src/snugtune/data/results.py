@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FileIssue", "Sample", "ScanResult"]
+__all__ = ["DataBundle", "FileIssue", "Sample", "ScanResult"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,23 @@ class ScanResult:
 def _counts(classes: tuple[str, ...], samples: tuple[Sample, ...]) -> dict[str, int]:
     c = Counter(s.label for s in samples)
     return {name: c.get(i, 0) for i, name in enumerate(classes)}
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A scanned folder split into train and validation samples."""
+
+    scan: ScanResult
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.scan.classes
+
+    def train_counts(self) -> list[int]:
+        """Training images per class."""
+        counts = [0] * len(self.classes)
+        for s in self.train:
+            counts[s.label] += 1
+        return counts

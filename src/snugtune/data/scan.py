@@ -25,11 +25,11 @@ from pathlib import Path
 
 import PIL
 
-from snugtune.data.images import ImageLoadError, decode_image, pixel_limit
+from snugtune.data.images import decode_image, pixel_limit
 from snugtune.data.results import FileIssue, Sample, ScanResult
 from snugtune.data.scan_cache import FileCheck, ScanCache
 from snugtune.data.walk import SplitTree, find_splits, walk_split
-from snugtune.errors import DataError
+from snugtune.errors import DataError, ImageLoadError
 
 __all__ = ["MIN_SIDE_PX", "SCAN_DRAFT_PX", "scan_folder"]
 

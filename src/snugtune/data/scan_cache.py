@@ -9,14 +9,15 @@ The file is written atomically (temp file + rename), so a killed scan leaves the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from snugtune.errors import DiskFullError
+from snugtune.rundir import write_json
 
 __all__ = ["FileCheck", "ScanCache"]
 
@@ -97,22 +98,11 @@ class ScanCache:
         """Write the entries of this scan's files (others are dropped) atomically."""
         if path is None:
             return
-        path = Path(path)
         payload = {"format": _FORMAT, "settings": self.settings, "files": self._fresh}
-        tmp: str | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, ensure_ascii=False)
-            os.replace(tmp, path)
-            tmp = None
-        except OSError as e:
+            write_json(path, payload, indent=None)
+        except (OSError, DiskFullError) as e:
             log.warning("could not write scan cache %s (%s); the next scan decodes again", path, e)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
 
 def _stat_key(path: str) -> StatKey | None:

@@ -1,7 +1,7 @@
 """Stratified, seeded train/validation split.
 
-Within each class, samples are ranked by a keyed hash of (seed, path relative to the samples'
-common folder) and the lowest-ranked go to validation. Compared with shuffling a list this
+Within each class, samples are ranked by ``derive_seed(seed, "split", path relative to the
+samples' common folder)`` and the lowest-ranked go to validation. Compared with shuffling a list this
 is deterministic across Python versions and machines, does not change when the dataset folder
 is moved, and is stable under edits: adding or removing one image moves at most one other
 image between the splits, so a grown dataset keeps (almost) the same validation set.
@@ -9,13 +9,13 @@ image between the splits, so a grown dataset keeps (almost) the same validation 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 
 from snugtune.data.results import Sample
 from snugtune.errors import ConfigError
+from snugtune.step import derive_seed
 
 __all__ = ["split_samples"]
 
@@ -70,9 +70,6 @@ def _common_folder(samples: Sequence[Sample]) -> str:
         return ""
 
 
-def _rank(seed: int, path: str, base: str) -> bytes:
+def _rank(seed: int, path: str, base: str) -> int:
     rel = os.path.relpath(path, base) if base else path
-    rel = rel.replace(os.sep, "/")
-    return hashlib.blake2b(
-        rel.encode("utf-8", "surrogateescape"), digest_size=8, key=str(seed).encode()
-    ).digest()
+    return derive_seed(seed, "split", rel.replace(os.sep, "/"))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import logging
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,30 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from snugtune.errors import SnugtuneError
+from snugtune.errors import ExportError
+from snugtune.infer import onnx_session
 
-__all__ = ["ExportError", "WRITERS", "CHECKERS", "onnx_session"]
+__all__ = ["CHECKERS", "WRITERS"]
 
 log = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "input", "logits"
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf caps a file at 2 GiB: weights go beside it above this
+MAX_BATCH = 65536
 
 
-class ExportError(SnugtuneError):
-    """An export could not be written, or the written model does not match PyTorch's."""
+def write_onnx(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
+    """ONNX with a dynamic batch axis, by PyTorch's torch.export-based exporter (its default
+    since 2.9; it needs onnxscript, part of the 'export' extra).
 
-
-def _onnx_dynamo(model: nn.Module, example: Tensor, path: Path, external: bool) -> dict[str, Any]:
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    Raises:
+        ExportError: onnxscript is not installed.
+    """
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError("ONNX export needs onnxscript; pip install 'snugtune[export]' "
+                          "(onnx, onnxscript, onnxruntime), or use --format pt2 or safetensors")
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
         program = torch.onnx.export(
             model, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
@@ -44,57 +53,19 @@ def _onnx_dynamo(model: nn.Module, example: Tensor, path: Path, external: bool) 
     return {"exporter": "torch.export (dynamo)", "opset": opset}
 
 
-def _onnx_legacy(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
-    opset = 17
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation notice of the TorchScript-based exporter
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-    return {"exporter": "torchscript (legacy)", "opset": opset}
-
-
-def write_onnx(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
-    """ONNX with a dynamic batch axis: the torch.export-based exporter when onnxscript is
-    installed (PyTorch's default since 2.9), else the TorchScript-based one."""
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        log.info("onnxscript is not installed: using the legacy TorchScript-based ONNX exporter")
-        return _onnx_legacy(model, example, path)
-    return _onnx_dynamo(model, example, path, external=size > EXTERNAL_DATA_BYTES)
-
-
-def write_torchscript(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
-    """A traced TorchScript module (``torch.jit.load`` needs no snugtune or timm)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript is deprecated upstream; still loadable
-        traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path))
-    return {"exporter": "torch.jit.trace"}
+def write_pt2(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
+    """A ``torch.export`` program with a dynamic batch axis (``torch.export.load(f).module()``
+    runs it without snugtune or timm; it replaces TorchScript, deprecated in PyTorch 2.10+)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(path))
+    return {"exporter": "torch.export"}
 
 
 def write_safetensors(model: nn.Module, example: Tensor, path: Path) -> dict[str, Any]:
     """The state dict (contiguous, CPU); rebuild with the card's backbone and head."""
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
     return {"exporter": "safetensors"}
-
-
-def onnx_session(path: Path) -> Any:
-    """An onnxruntime CPU session for ``path``.
-
-    Raises:
-        ExportError: onnxruntime is not installed.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ExportError("onnxruntime is not installed; pip install 'snugtune[export]' "
-                          "(onnx, onnxruntime) to check and run ONNX models") from e
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _reference(model: nn.Module, x: Tensor) -> np.ndarray:
@@ -113,10 +84,8 @@ def check_onnx(path: Path, model: nn.Module, batches: list[Tensor]) -> float:
     return _worst(batches, model, lambda x: session.run(None, {name: x.numpy()})[0])
 
 
-def check_torchscript(path: Path, model: nn.Module, batches: list[Tensor]) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
-        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+def check_pt2(path: Path, model: nn.Module, batches: list[Tensor]) -> float:
+    loaded = torch.export.load(str(path)).module()
     return _worst(batches, model, lambda x: _reference(loaded, x))
 
 
@@ -135,5 +104,8 @@ def check_safetensors(path: Path, model: nn.Module, batches: list[Tensor]) -> fl
     return _worst(batches, model, lambda x: _reference(rebuilt.eval(), x))
 
 
-WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript, "safetensors": write_safetensors}
-CHECKERS = {"onnx": check_onnx, "torchscript": check_torchscript, "safetensors": check_safetensors}
+Writer = Callable[[nn.Module, Tensor, Path], dict[str, Any]]
+Checker = Callable[[Path, nn.Module, list[Tensor]], float]
+WRITERS: dict[str, Writer] = {"onnx": write_onnx, "pt2": write_pt2, "safetensors": write_safetensors}
+CHECKERS: dict[str, Checker] = {"onnx": check_onnx, "pt2": check_pt2,
+                                "safetensors": check_safetensors}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,18 +11,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from snugtune._files import file_sha256
-from snugtune.data import Sample, load_image
-from snugtune.export._formats import CHECKERS, INPUT, OUTPUT, WRITERS, ExportError
+from snugtune.config import EXPORT_FORMATS as FORMATS
+from snugtune.data import eval_transform, load_image
+from snugtune.errors import ExportError
+from snugtune.export._formats import CHECKERS, INPUT, OUTPUT, WRITERS
+from snugtune.infer import load_run
 from snugtune.report import write_model_card
+from snugtune.rundir import RunDir, atomic_write, card_path_for, file_sha256
 
-__all__ = ["DEFAULT_NAMES", "FORMATS", "TOLERANCE", "ExportResult", "card_path_for", "export_run"]
+__all__ = ["DEFAULT_NAMES", "FORMATS", "TOLERANCE", "ExportResult", "export_run"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt",
-                 "safetensors": "model.safetensors"}
+DEFAULT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "safetensors": "model.safetensors"}
 TOLERANCE = 1e-4  # max |logit difference| an export may show against PyTorch
 CHECK_IMAGES = 16  # real images the check runs (batch of all, then batch of 1)
 _RESERVED = {"format", "format_version", "backbone", "num_classes", "classes", "preprocessing",
@@ -48,18 +47,12 @@ class ExportResult:
                 "checked_on": self.checked_on, "inputs": self.inputs_source}
 
 
-def card_path_for(model_path: str | Path) -> Path:
-    """The model card beside an exported file: ``model.onnx`` -> ``model.onnx.json``."""
-    p = Path(model_path)
-    return p.with_name(p.name + ".json")
-
-
 def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
                check_images: int = CHECK_IMAGES) -> ExportResult:
     """Export the trained model of ``run_dir`` as ``fmt`` and check it against PyTorch.
 
-    The file is written in a staging folder beside its destination, loaded back (onnxruntime for ONNX,
-    ``torch.jit.load``, safetensors) and run on up to ``check_images`` of the run's validation
+    The file is written in a staging folder beside its destination, loaded back (onnxruntime for
+    ONNX, ``torch.export.load``, safetensors) and run on up to ``check_images`` of the run's validation
     images, preprocessed as at inference, as one batch and as a batch of 1 (the batch axis is
     dynamic). Only when the largest logit difference is within ``TOLERANCE`` are the file and
     its model card (``card_path_for``) moved into place.
@@ -74,18 +67,15 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
         ExportError: unknown format, a writer failed, or the export does not match.
         CheckpointError: the run has no finished model.
     """
-    from snugtune.train.inference import load_run
-
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    run_dir = Path(run_dir)
-    path = Path(out) if out else run_dir / "export" / DEFAULT_NAMES[fmt]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model, card = load_run(run_dir, "cpu")
+    run = RunDir(run_dir)
+    path = Path(out) if out else run.export_path(DEFAULT_NAMES[fmt])
+    model, card = load_run(run.path, "cpu")
     model.set_checkpointing(())  # plain forward: nothing to trace through
     model = model.to(memory_format=torch.contiguous_format).float().eval()
-    batches, source = check_inputs(run_dir, card["preprocessing"], check_images)
-    info, worst = _write_checked(fmt, model, batches, path, f"{source} images of {run_dir}")
+    batches, source = check_inputs(run, card["preprocessing"], check_images)
+    info, worst = _write_checked(fmt, model, batches, path, f"{source} images of {run.path}")
     result = ExportResult(path, card_path_for(path), fmt, worst, int(batches[0].shape[0]), source)
     _write_card(result, card, info, path, num_classes=int(card["num_classes"]))
     log.info("exported %s (%s); max |logit difference| vs PyTorch %.2g on %d %s images",
@@ -95,21 +85,19 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
 
 def _write_checked(fmt: str, model: torch.nn.Module, batches: list[Tensor], path: Path,
                    what: str) -> tuple[dict[str, Any], float]:
-    """Write into a staging folder, check, and only then move into place: (info, max diff)."""
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp = staging / path.name  # the final name, so an ONNX file's external-data reference holds
-    try:
-        staging.mkdir()
-        info = _write(fmt, model, batches[0], tmp)
-        worst = CHECKERS[fmt](tmp, model, batches)
+    """Write, check, and only then publish (the one atomic writer): (info, max diff)."""
+    done: dict[str, Any] = {}
+
+    def write_and_check(tmp: Path) -> None:
+        done["info"] = _write(fmt, model, batches[0], tmp)
+        done["worst"] = worst = CHECKERS[fmt](tmp, model, batches)
         if not worst <= TOLERANCE:
             raise ExportError(f"{fmt} export differs from PyTorch by {worst:.3g} (> {TOLERANCE:g}) "
                               f"on {len(batches[0])} {what}; nothing written. Try another "
                               "--format, or report the model name")
-        _publish(staging, path.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return info, worst
+
+    atomic_write(path, write_and_check)
+    return done["info"], float(done["worst"])
 
 
 def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path) -> dict[str, Any]:
@@ -120,46 +108,33 @@ def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path) -> dict
     except Exception as e:  # noqa: BLE001 - exporters raise anything; say which and why
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ExportError(f"{fmt} export failed ({type(e).__name__}: {first}); "
-                          "try --format torchscript or safetensors") from e
+                          "try --format pt2 or safetensors") from e
 
 
-def _publish(staging: Path, dest: Path) -> None:
-    """Move the checked file(s) into place (a large ONNX model's weights are in
-    ``<file>.data`` beside it), with normal permissions: writers may create 0600 files."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for f in staging.iterdir():
-        os.chmod(f, 0o666 & ~mask)
-        os.replace(f, dest / f.name)
-
-
-def check_inputs(run_dir: Path, pre: Mapping[str, Any], n: int) -> tuple[list[Tensor], str]:
+def check_inputs(run: RunDir, pre: Mapping[str, Any], n: int) -> tuple[list[Tensor], str]:
     """Preprocessed real images of the run (validation split first) as [batch of up to
     ``n``, batch of 1]; random normal inputs, with a warning, when none can be read."""
-    from snugtune.train.inference import eval_transform
-    from snugtune.train.setup import load_split
-
-    split = load_split(run_dir) or ((), ())
+    split = run.read_split() or ([], [])
     tf, size = eval_transform(pre), int(pre["size"])
     for samples, source in ((split[1], "validation split"), (split[0], "training split")):
         images = _load_some(samples, tf, size, n)
         if images:
             x = torch.stack(images)  # (B, 3, H, W)
             return [x, x[:1]], source
-    log.warning("no image of %s could be read here: checking the export on random inputs", run_dir)
+    log.warning("no image of %s could be read here: checking the export on random inputs", run.path)
     x = torch.randn(max(2, min(n, 8)), 3, size, size, generator=torch.Generator().manual_seed(0))
     return [x, x[:1]], "random"
 
 
-def _load_some(samples: Sequence[Sample], tf: Any, size: int, n: int) -> list[Tensor]:
+def _load_some(samples: Sequence[tuple[str, int]], tf: Any, size: int, n: int) -> list[Tensor]:
     out: list[Tensor] = []
-    for s in samples:
+    for path, _ in samples:
         if len(out) >= n:
             break
         try:
-            out.append(tf(load_image(s.path, draft_size=size)))
+            out.append(tf(load_image(path, draft_size=size)))
         except Exception as e:  # noqa: BLE001 - a moved or damaged file: try the next one
-            log.debug("export check: skipping %s (%s)", s.path, e)
+            log.debug("export check: skipping %s (%s)", path, e)
     return out
 
 

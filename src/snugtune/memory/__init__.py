@@ -5,14 +5,18 @@
     estimate_memory("efficientnet_b0", batch=32, res=224, precision="bf16")
         -> MemoryReport(tensor_peak_bytes=..., predicted_peak_bytes=..., breakdown={...})
 
-Layers, bottom up: :mod:`.tracker` (a dispatch mode logging storage lifetimes), :mod:`.trace`
-(the log and what it says), :mod:`.simulate` (the training loop on fakes),
+Layers, bottom up: :mod:`.storages` (which storages live, shared with the guard),
+:mod:`.tracker` (a dispatch mode logging storage lifetimes), :mod:`.trace` (the log and what it
+says), :mod:`.simulate` (the trainer's own step on fakes),
 :mod:`.allocator` / :mod:`.backends` / :mod:`.device` (CUDA caching allocator, library
-workspaces, context, GPU profiles), :mod:`.estimate` (the public report).
+workspaces, context, GPU profiles), :mod:`.estimate` (the public report). At run time,
+:mod:`.guard` holds a run to its budget and :mod:`.meter` measures its peak.
 """
 
 from snugtune.memory.device import GPU_PROFILES, DeviceEstimate, GpuProfile, get_gpu_profile, replay
 from snugtune.memory.estimate import MemoryReport, build_model, estimate_memory, report_from_trace
+from snugtune.memory.meter import PeakMeter, held_tensors, sampled_step
+from snugtune.memory.modules import block_count
 from snugtune.memory.simulate import StepConfig, run_steps, simulate
 from snugtune.memory.sweep import BatchSweep
 from snugtune.memory.trace import Category, Trace
@@ -26,13 +30,17 @@ __all__ = [
     "GpuProfile",
     "MemoryReport",
     "MemoryTracker",
+    "PeakMeter",
     "StepConfig",
     "Trace",
+    "block_count",
     "build_model",
     "estimate_memory",
     "get_gpu_profile",
+    "held_tensors",
     "replay",
     "report_from_trace",
     "run_steps",
+    "sampled_step",
     "simulate",
 ]

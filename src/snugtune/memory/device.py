@@ -113,6 +113,8 @@ def get_gpu_profile(name: str) -> GpuProfile:
     Raises:
         ConfigError: unknown name; the message lists the known ones.
     """
+    if name.lower() == "auto":  # the card present; without its measurements, the generic one
+        return GPU_PROFILES["generic"]
     try:
         return GPU_PROFILES[name.lower()]
     except KeyError:

@@ -6,18 +6,16 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from snugtune.errors import ConfigError
-from snugtune.memory._adapter import block_count
 from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
+from snugtune.memory.modules import block_count
 from snugtune.memory.simulate import StepConfig, simulate
 from snugtune.memory.trace import MARK, Trace
-
-if TYPE_CHECKING:
-    from snugtune.models import Classifier
+from snugtune.models import Classifier, build_classifier
 
 __all__ = ["MemoryReport", "build_model", "estimate_memory", "report_from_trace"]
 
@@ -72,8 +70,6 @@ class MemoryReport:
 @functools.lru_cache(maxsize=16)
 def build_model(name: str, classes: int, head_hidden: int | None = None) -> Classifier:
     """A snugtune ``Classifier`` for ``name`` on the meta device (cached; nothing allocated)."""
-    from snugtune.models import build_classifier
-
     return build_classifier(name, classes, weights="none", head_hidden=head_hidden, device="meta")
 
 

@@ -54,6 +54,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import dataloader as _dataloader
 
 from snugtune.errors import BudgetError
+from snugtune.memory.storages import StorageLedger, tensors_in
 from snugtune.units import format_bytes
 
 __all__ = [
@@ -167,7 +168,8 @@ def existing_device_tensors() -> list[Tensor]:
 class VirtualDeviceBudget(TorchDispatchMode):
     """Count live tensor bytes of this process; raise ``torch.OutOfMemoryError`` over budget.
 
-    Use as a context manager. With ``budget_bytes=None`` it only measures.
+    Use as a context manager. With ``budget_bytes=None`` it only measures. Storages are counted
+    by the shared :class:`~snugtune.memory.storages.StorageLedger`.
 
     Attributes:
         live_bytes: bytes of the storages live now (among those counted).
@@ -193,11 +195,17 @@ class VirtualDeviceBudget(TorchDispatchMode):
         self.peak_bytes = 0
         self.entry_bytes = 0
         self.ooms: list[OomEvent] = []
-        self._sizes: dict[int, int] = {}  # id(storage object) -> nbytes
-        self._refs: dict[int, weakref.ref[Any]] = {}  # keeps the free callbacks registered
-        # Re-entrant: an allocation under the lock may run the cyclic GC, whose frees call back.
-        self._lock = threading.RLock()
+        self._ledger = StorageLedger(self._alloc, self._resize, self._free, device=device)
         self._enabled = False
+
+    def _alloc(self, serial: int, nbytes: int, t: Tensor) -> None:
+        self.live_bytes += nbytes
+
+    def _resize(self, serial: int, old: int, new: int) -> None:
+        self.live_bytes += new - old
+
+    def _free(self, serial: int, nbytes: int) -> None:
+        self.live_bytes -= nbytes
 
     def __enter__(self) -> VirtualDeviceBudget:
         if self.track_existing:
@@ -220,81 +228,32 @@ class VirtualDeviceBudget(TorchDispatchMode):
         self._release()
 
     def _release(self) -> None:
-        """Stop counting: drop every weakref (cancelling its callback), keep the figures."""
+        """Stop counting (the figures are kept)."""
         self._enabled = False
         _ACTIVE.discard(self)
-        with self._lock:
-            self._refs.clear()
-            self._sizes.clear()
+        self._ledger.release()
 
     def track(self, tensors: Iterable[Tensor | None]) -> None:
         """Count tensors that exist already (each storage once), without a budget check."""
         for t in tensors:
             if t is not None:
-                self._adopt(t)
+                self._ledger.see(t)
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-
-    def _storage(self, t: Tensor) -> Any | None:
-        try:
-            st = t.untyped_storage()
-        except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested: no storage
-            return None
-        # A FakeTensor reports a real device but its storage is on "meta": no memory.
-        return st if st.device.type == self.device else None
-
-    def _adopt(self, t: Any) -> int:
-        """Count ``t``'s storage if new (or resized); return the bytes added."""
-        st = self._storage(t)
-        if st is None:
-            return 0
-        key, nbytes = id(st), int(st.nbytes())
-        if self._sizes.get(key) == nbytes:  # fast path: already counted, same size
-            return 0
-        with self._lock:
-            old = self._sizes.get(key)
-            if old is None:
-                self._refs[key] = weakref.ref(st, self._freed_callback(key))
-            elif old == nbytes:
-                return 0
-            self._sizes[key] = nbytes
-            added = nbytes - (old or 0)
-            self.live_bytes += added
-        return added
-
-    def _freed_callback(self, key: int) -> Any:
-        def freed(_: Any) -> None:
-            with self._lock:
-                nbytes = self._sizes.pop(key, None)
-                self._refs.pop(key, None)
-                if nbytes is not None:
-                    self.live_bytes -= nbytes
-
-        return freed
-
-    def _new_bytes(self, out: Any) -> int:
-        """Bytes ``out``'s storages would add, without counting them yet."""
-        total, seen = 0, set()
-        for t in _tensors(out):
-            st = self._storage(t)
-            if st is None or id(st) in seen:
-                continue
-            seen.add(id(st))
-            total += max(0, int(st.nbytes()) - self._sizes.get(id(st), 0))
-        return total
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if not self._enabled or getattr(_LOCAL, "host", 0) > 0:
             return func(*args, **kwargs)
-        for t in _tensors(args):
-            self._adopt(t)
+        for t in tensors_in(args):
+            self._ledger.see(t)
         out = func(*args, **kwargs)
+        produced = tensors_in(out)
         if self.budget_bytes is not None:
-            new = self._new_bytes(out)
+            new = sum(self._ledger.pending_bytes(t) for t in _distinct_storages(produced, self._ledger))
             if new and self.live_bytes + new > self.budget_bytes:
                 self._refuse(new, str(func))
-        for t in _tensors(out):
-            self._adopt(t)
+        for t in produced:
+            self._ledger.see(t)
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
         return out
@@ -307,29 +266,24 @@ class VirtualDeviceBudget(TorchDispatchMode):
         raise torch.OutOfMemoryError(event.message())
 
 
+def _distinct_storages(tensors: list[Tensor], ledger: StorageLedger) -> list[Tensor]:
+    """One tensor per storage (outputs that share a storage count once)."""
+    seen: set[int] = set()
+    out = []
+    for t in tensors:
+        st = ledger.storage(t)
+        if st is not None and id(st) not in seen:
+            seen.add(id(st))
+            out.append(t)
+    return out
+
+
 def _held_too_much(budget: int, held: int, where: str) -> BudgetError:
     return BudgetError(
         f"Budget {format_bytes(budget)} < {format_bytes(held)} already held {where}before the "
         "first step (weights, buffers, optimizer state). Try a smaller model, --precision bf16, "
         "or a larger --gpu-memory"
     )
-
-
-def _tensors(tree: Any) -> list[Tensor]:
-    """Tensors in an operator's args or result (flat lists, tuples, dicts; cheap fast path)."""
-    if isinstance(tree, Tensor):
-        return [tree]
-    out: list[Tensor] = []
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Tensor):
-            out.append(item)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    return out
 
 
 def _cuda_device(device: torch.device | int | None) -> torch.device:
@@ -341,23 +295,11 @@ def _cuda_device(device: torch.device | int | None) -> torch.device:
 
 
 class CudaBudget:
-    """Cap one CUDA device's caching allocator at a budget and record its peaks.
+    """Cap one CUDA device's caching allocator at a budget and record its peaks."""
 
-    ``expandable_segments`` (off by default) lets the allocator grow segments instead of
-    caching fixed ones, which reduces fragmentation under a cap; it is off because the
-    planner models the default allocator's segments.
-    """
-
-    def __init__(
-        self,
-        budget_bytes: int | None,
-        device: torch.device | int | None = None,
-        *,
-        expandable_segments: bool = False,
-    ) -> None:
+    def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None) -> None:
         self.budget_bytes = budget_bytes
         self.device = _cuda_device(device)
-        self.expandable_segments = expandable_segments
         self.peak_bytes: int | None = None
         self.reserved_bytes: int | None = None
         self._previous_fraction: float = 1.0
@@ -378,8 +320,6 @@ class CudaBudget:
             getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
             if getter is not None:
                 self._previous_fraction = float(getter(self.device))
-            if self.expandable_segments and hasattr(torch.cuda.memory, "_set_allocator_settings"):
-                torch.cuda.memory._set_allocator_settings("expandable_segments:True")
             torch.cuda.empty_cache()  # cached blocks above the new cap would count against it
             fraction = self.fraction()
             torch.cuda.set_per_process_memory_fraction(fraction, self.device)

@@ -1,49 +1,59 @@
 """Simulate training steps of a real model under ``FakeTensorMode`` and log their memory.
 
-The simulated loop is the one ``snugtune.train`` runs (and the one most PyTorch code runs)::
+The simulated step *is* the trainer's: :func:`run_steps` builds the optimizer with
+``snugtune.step.build_optimizer`` and runs ``snugtune.step.train_step`` twice (the optimizer
+state appears at the end of the first) and ``snugtune.step.evaluate`` once, on a model whose
+tensors are fakes. The tracker watches through hooks on the model and the optimizer, without
+a line of the step knowing about it::
 
-    for step in range(2):                      # the optimizer state appears at step 1
-        for micro in range(accumulation):      # grads are live during the 2nd micro-batch
-            x, y = batch()                     # (B, 3, R, R) images, (B,) labels
-            with autocast(dtype):              # fp32: no autocast
-                logits = model(x)              # (B, C)
-                loss = cross_entropy(logits, y)
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval(); with no_grad(), autocast(dtype): model(x)   # the evaluation step
+    for step in range(2):
+        train_step(model, optimizer, x, y, ...)   # x: (A*B, 3, R, R), A = min(accumulation, 2)
+            # per micro-batch: to_device, forward under autocast, weighted soft-target loss,
+            # backward; then optimizer.step() (fused AdamW / Adam, foreach SGD on CUDA)
+    evaluate(model, [(x_eval, y_eval)], ...)      # the evaluation step, no grad
 
 ``device="cuda"`` means CUDA semantics while computing on fake CPU tensors (a GPU is not
-needed): the optimizer uses the multi-tensor ``foreach`` kernels that PyTorch picks by default
-for CUDA parameters, attention runs CUDA's fused kernels and autocast follows CUDA's op lists
-(:mod:`._cuda`).
-fp16 is simulated without ``GradScaler``, which only adds a few scalar tensors.
+needed): the batch lives on the host (a fake ``meta`` tensor) and each micro-batch is copied
+to the device as the trainer copies it; attention runs CUDA's fused kernels and autocast
+follows CUDA's op lists (:mod:`._cuda`). fp16 is simulated without ``GradScaler``, which only
+adds a few scalar tensors. At most two micro-batches of a step are simulated: the rest repeat
+the second exactly (on the CPU, where the whole batch is device memory, the images of
+micro-batches beyond the second are not counted).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from snugtune.memory._adapter import configured, parse_trainable
+from snugtune.config import OPTIMIZERS, PhaseConfig, parse_trainable
 from snugtune.memory._cuda import CudaSemantics
 from snugtune.memory._fake import DataDependentFallback, fake_parameters, new_fake_mode
+from snugtune.memory.modules import blocks_of, configured, head_of
 from snugtune.memory.trace import Category, Trace
 from snugtune.memory.tracker import MemoryTracker
+from snugtune.step import (
+    AUTOCAST_DTYPES,
+    MicroBatch,
+    StepContext,
+    build_optimizer,
+    evaluate,
+    param_groups,
+    train_step,
+)
 
-__all__ = ["StepConfig", "make_optimizer", "run_steps", "simulate"]
+__all__ = ["StepConfig", "run_steps", "simulate"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")  # the config's, less "auto" (a plan decides it)
 
 
 @dataclass(frozen=True)
@@ -58,15 +68,14 @@ class StepConfig:
         trainable: ``all``, ``head`` or ``top:N``.
         checkpointing: block indices whose activations are recomputed in backward.
         channels_last: NHWC memory format for the input and 4-D weights.
-        device: ``cuda`` or ``cpu`` semantics (optimizer kernels, autocast op lists).
-        weight_decay: optimizer weight decay; ``None`` is the optimizer's default.
+        device: ``cuda`` or ``cpu`` semantics (optimizer kernels, autocast op lists, where the
+            batch lives).
+        weight_decay: optimizer weight decay; ``None`` is the phase default.
         accumulation: micro-batches per optimizer step (at most 2 are simulated: the rest
             repeat the second one exactly).
         steps: optimizer steps to simulate (2: the first creates the optimizer state).
         eval_step: also simulate an evaluation forward pass at the same batch size.
-        label_smoothing: of the cross-entropy loss (does not change memory; kept for parity).
-        foreach: the optimizer's multi-tensor kernels; ``None`` is PyTorch's default for the
-            device (on for CUDA, off for the CPU).
+        label_smoothing: of the loss (does not change memory; kept for parity).
     """
 
     batch: int
@@ -82,7 +91,6 @@ class StepConfig:
     steps: int = 2
     eval_step: bool = True
     label_smoothing: float = 0.0
-    foreach: bool | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -93,19 +101,13 @@ class StepConfig:
             raise ValueError("batch, res, steps and accumulation must be >= 1")
         parse_trainable(self.trainable)  # raises ValueError naming the accepted forms
 
-
-def make_optimizer(
-    params: list[nn.Parameter], name: str, *, weight_decay: float | None, foreach: bool | None
-) -> torch.optim.Optimizer:
-    """The optimizer the trainer builds (LR does not change memory; 1e-3 is used)."""
-    kw: dict[str, Any] = {"lr": 1e-3, "foreach": foreach}
-    if weight_decay is not None:
-        kw["weight_decay"] = weight_decay
-    if name == "adamw":
-        return torch.optim.AdamW(params, **kw)
-    if name == "adam":
-        return torch.optim.Adam(params, **kw)
-    return torch.optim.SGD(params, momentum=0.9, **kw)
+    def phase(self) -> PhaseConfig:
+        """The phase settings the trainer would build this step's optimizer from."""
+        base = PhaseConfig(name="simulated", epochs=1, lr=1e-3, trainable=self.trainable,
+                           optimizer=self.optimizer, label_smoothing=self.label_smoothing)
+        if self.weight_decay is None:
+            return base
+        return PhaseConfig(**{**base.__dict__, "weight_decay": self.weight_decay})
 
 
 def simulate(model: nn.Module, cfg: StepConfig, *, classes: int | None = None) -> Trace:
@@ -117,15 +119,13 @@ def simulate(model: nn.Module, cfg: StepConfig, *, classes: int | None = None) -
     Args:
         model: a ``snugtune.models.Classifier`` or any image classifier module.
         cfg: the step to simulate.
-        classes: number of output classes, for the labels (read from the logits if omitted).
+        classes: number of output classes, for the labels (2 if omitted).
     """
     fake_mode = new_fake_mode()
     fallback = DataDependentFallback(fake_mode)
     tracker = MemoryTracker(fallback)
     with ExitStack() as stack:
-        params = stack.enter_context(
-            fake_parameters(model, fake_mode, "cpu", cfg.channels_last)
-        )
+        params = stack.enter_context(fake_parameters(model, fake_mode, "cpu", cfg.channels_last))
         stack.enter_context(configured(model, cfg.trainable, cfg.checkpointing))
         stack.enter_context(fake_mode)
         stack.enter_context(tracker)
@@ -137,35 +137,6 @@ def simulate(model: nn.Module, cfg: StepConfig, *, classes: int | None = None) -
     return tracker.trace()
 
 
-class _NoTracker:
-    """Stands in for a tracker when the same loop runs for a measurement."""
-
-    def mark(self, label: str) -> None:  # noqa: D102
-        pass
-
-    def set_category(self, tensors: Any, category: Category, *, device: str | None = None) -> None:  # noqa: D102
-        pass
-
-    def backward_phase(self) -> Any:  # noqa: D102
-        return nullcontext()
-
-    def watch_modules(self, model: nn.Module) -> Any:  # noqa: D102
-        return nullcontext()
-
-
-def _autocast(cfg: StepConfig) -> Any:
-    if cfg.precision == "fp32":
-        return nullcontext()
-    return torch.autocast("cpu", dtype=_DTYPES[cfg.precision])
-
-
-def _semantics(cfg: StepConfig) -> Any:
-    """CUDA's kernel choices (attention, autocast lists) when simulating for CUDA."""
-    if cfg.device != "cuda":
-        return nullcontext()
-    return CudaSemantics(_DTYPES.get(cfg.precision))
-
-
 def run_steps(
     model: nn.Module,
     cfg: StepConfig,
@@ -173,72 +144,118 @@ def run_steps(
     tracker: MemoryTracker | None = None,
     classes: int | None = None,
 ) -> None:
-    """Run the loop of the module docstring on whatever tensors ``model`` holds.
+    """Run the trainer's step ``cfg.steps`` times and its evaluation once, on whatever tensors
+    ``model`` holds (fakes in :func:`simulate`; real ones to measure), watched by ``tracker``.
 
-    Used by :func:`simulate` (fake tensors, with a tracker) and by measurements (real
-    tensors, no tracker). The model must already be configured (trainable set, checkpointing).
+    The model must already be configured (trainable set, checkpointing).
     """
-    tr: Any = tracker if tracker is not None else _NoTracker()
-    params = [p for p in model.parameters() if p.requires_grad]
-    foreach = cfg.foreach if cfg.foreach is not None else (cfg.device == "cuda" or None)
-    opt = make_optimizer(params, cfg.optimizer, weight_decay=cfg.weight_decay, foreach=foreach)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    with tr.watch_modules(model):
-        tr.mark("train")
+    cuda = cfg.device == "cuda"
+    param = next(model.parameters())
+    fake = isinstance(param, FakeTensor)
+    host = "meta" if fake and cuda else "cpu"  # a fake host batch: each micro-batch is copied
+    ctx = StepContext(device=torch.device("cpu") if fake else param.device,
+                      num_classes=_output_width(model) or classes or 2,
+                      label_smoothing=cfg.label_smoothing, precision=cfg.precision,
+                      channels_last=cfg.channels_last)
+    phase = cfg.phase()
+    groups = param_groups(head_of(model), blocks_of(model), model, phase)
+    optimizer = build_optimizer(groups, phase, cfg.device)
+    watch = _Watch(tracker, optimizer, cuda) if tracker is not None else None
+    with watch.hooks(model) if watch else nullcontext(), _semantics(cfg):
+        if watch:
+            watch.mark("train")
         for step in range(cfg.steps):
-            _train_step(model, cfg, opt, params, tr, fmt, classes, step)
-        tr.mark("eval")
+            model.train()
+            x, y = _batch(cfg.batch * min(cfg.accumulation, 2), cfg, host, ctx.num_classes, watch)
+            train_step(model, optimizer, x, y, ctx, MicroBatch(cfg.batch), step=step)
+            del x, y
+        if watch:
+            watch.mark("eval")
         if cfg.eval_step:
-            _eval_step(model, cfg, tr, fmt)
-        tr.mark("end")
+            x, y = _batch(cfg.batch, cfg, host, ctx.num_classes, watch)
+            evaluate(model, [(x, y)], ctx, MicroBatch(cfg.batch))
+            del x, y
+            if watch:
+                watch.mark("eval.done")
+        if watch:
+            watch.mark("end")
 
 
-def _batch(cfg: StepConfig, fmt: torch.memory_format, classes: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randn(cfg.batch, 3, cfg.res, cfg.res).contiguous(memory_format=fmt)  # (B, 3, R, R)
-    y = torch.randint(0, classes or 2, (cfg.batch,))  # (B,)
+def _output_width(model: nn.Module) -> int | None:
+    """The logits' width: the classes the labels of a simulated batch are drawn from."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def _batch(n: int, cfg: StepConfig, host: str, classes: int,
+           watch: _Watch | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A host batch: (n, 3, R, R) images and (n,) labels, as the loader yields it."""
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x = torch.randn(n, 3, cfg.res, cfg.res, device=host).contiguous(memory_format=fmt)
+    y = torch.randint(0, classes, (n,))
+    if watch is not None:
+        watch.tracker.set_category([x], Category.INPUT, device="host" if host == "meta" else None)
+        watch.tracker.set_category([y], Category.INPUT)
     return x, y
 
 
-def _train_step(
-    model: nn.Module,
-    cfg: StepConfig,
-    opt: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    tr: Any,
-    fmt: torch.memory_format,
-    classes: int | None,
-    step: int,
-) -> None:
-    model.train()
-    for micro in range(min(cfg.accumulation, 2)):
-        tr.mark(f"step{step}.micro{micro}.forward")
-        x, y = _batch(cfg, fmt, classes)
-        tr.set_category([x, y], Category.INPUT)
-        with _semantics(cfg):
-            with _autocast(cfg):
-                logits = model(x)  # (B, C)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            del x, y
-            tr.mark(f"step{step}.micro{micro}.backward")
-            with tr.backward_phase():  # checkpointed blocks re-run their forward here
-                (loss / cfg.accumulation).backward()
-        del logits, loss
-    tr.set_category([p.grad for p in params], Category.GRADIENTS)
-    tr.mark(f"step{step}.optimizer")
-    opt.step()
-    for state in opt.state.values():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                host = key == "step" and cfg.device == "cuda" and value.dim() == 0
-                tr.set_category([value], Category.OPTIMIZER, device="host" if host else None)
-    opt.zero_grad(set_to_none=True)
+def _semantics(cfg: StepConfig) -> Any:
+    """CUDA's kernel choices (attention, autocast lists) when simulating for CUDA."""
+    if cfg.device != "cuda":
+        return nullcontext()
+    return CudaSemantics(AUTOCAST_DTYPES.get(cfg.precision))
 
 
-def _eval_step(model: nn.Module, cfg: StepConfig, tr: Any, fmt: torch.memory_format) -> None:
-    model.eval()
-    x, _ = _batch(cfg, fmt, None)
-    tr.set_category([x], Category.INPUT)
-    with torch.no_grad(), _semantics(cfg), _autocast(cfg):
-        logits = model(x)
-    del logits, x
-    tr.mark("eval.done")
+class _Watch:
+    """Marks the phases of each step in the trace and names what the step's tensors are,
+    through hooks: the model's forward (a micro-batch starts; its input is the device copy of
+    the images), the forward's end (backward follows), the optimizer's step (the gradients
+    are complete; then its state exists)."""
+
+    def __init__(self, tracker: MemoryTracker, optimizer: torch.optim.Optimizer, cuda: bool) -> None:
+        self.tracker, self.optimizer, self.cuda = tracker, optimizer, cuda
+        self.step = self.micro = 0
+        self.mark = tracker.mark
+
+    @contextmanager
+    def hooks(self, model: nn.Module) -> Iterator[None]:
+        handles = [
+            model.register_forward_pre_hook(self._forward),
+            model.register_forward_hook(self._forward_done),
+            self.optimizer.register_step_pre_hook(self._optimizer),
+            self.optimizer.register_step_post_hook(self._optimizer_done),
+        ]
+        try:
+            with self.tracker.watch_modules(model):
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _forward(self, module: nn.Module, args: Any) -> None:
+        if torch.is_grad_enabled():
+            self.mark(f"step{self.step}.micro{self.micro}.forward")
+        self.tracker.set_category([a for a in args if isinstance(a, torch.Tensor)], Category.INPUT)
+
+    def _forward_done(self, module: nn.Module, args: Any, out: Any) -> None:
+        if torch.is_grad_enabled():
+            self.mark(f"step{self.step}.micro{self.micro}.backward")
+            self.micro += 1
+
+    def _optimizer(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.tracker.set_category([p.grad for p in params], Category.GRADIENTS)
+        self.mark(f"step{self.step}.optimizer")
+
+    def _optimizer_done(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        fused = bool(optimizer.defaults.get("fused"))
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    # Adam's step counter is a host scalar unless the fused kernel keeps it on
+                    # the device (torch/optim/adam.py: fused and capturable steps are device
+                    # tensors)
+                    host = self.cuda and key == "step" and not fused and value.dim() == 0
+                    self.tracker.set_category([value], Category.OPTIMIZER,
+                                              device="host" if host else None)
+        self.step, self.micro = self.step + 1, 0

@@ -1,10 +1,9 @@
 """Live-storage tracking under any tensor type: a ``TorchDispatchMode`` that logs allocations.
 
-Every operator's outputs pass through :class:`MemoryTracker`. A storage is identified by its
-``torch.UntypedStorage`` object (PyTorch keeps one Python object per storage alive as long as
-the storage lives, "PyObject preservation"), so views and in-place results that share a
-storage are counted once, and a ``weakref`` callback on that object sees the storage freed.
-The same code runs on ``FakeTensor`` (no memory) and on real CPU tensors (to check itself).
+Every operator's outputs pass through :class:`MemoryTracker`, which counts storages through the
+shared :class:`~snugtune.memory.storages.StorageLedger` (views count once, frees are seen by
+weakref). The same code runs on ``FakeTensor`` (no memory) and on real CPU tensors (to check
+itself).
 
 The tracker only records an event log (allocations, frees, marks); :mod:`.trace` turns that
 log into peaks and a breakdown by category. Categories are decided as late as possible: a
@@ -17,7 +16,6 @@ parameters, so frozen parameters (transfer learning's normal case) are fine.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,8 +27,8 @@ from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.weak import WeakIdKeyDictionary
 
+from snugtune.memory.storages import StorageLedger
 from snugtune.memory.trace import (
     ALLOC,
     CONV,
@@ -57,14 +55,12 @@ class _State:
     """Mutable bookkeeping of one tracking session (kept apart from the mode for clarity)."""
 
     infos: list[StorageInfo] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)  # serial -> current nbytes
     events: list[tuple[int, int, int]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     convs: list[ConvCall] = field(default_factory=list)
-    refs: dict[int, weakref.ref[Any]] = field(default_factory=dict)
     param_serials: set[int] = field(default_factory=set)
     module_stack: list[str] = field(default_factory=list)
-    in_backward: bool = False
+    category: Category = Category.TEMPORARIES  # of the storage being recorded
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -82,8 +78,8 @@ class MemoryTracker(TorchDispatchMode):
             (:class:`snugtune.memory._fake.DataDependentFallback`); ``None`` re-raises.
         """
         super().__init__()
-        self._serial_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._s = _State()
+        self._ledger = StorageLedger(self._alloc, self._resize, self._free)
         self._fallback = fallback
 
     # ------------------------------------------------------------------ recording
@@ -118,42 +114,24 @@ class MemoryTracker(TorchDispatchMode):
         return Category.TEMPORARIES
 
     def _serial(self, t: torch.Tensor) -> int | None:
-        try:
-            return self._serial_of.get(t.untyped_storage())  # type: ignore[no-any-return]
-        except (RuntimeError, NotImplementedError):  # no storage (e.g. nested, sparse)
-            return None
+        return self._ledger.serial(t)
 
     def _see(self, t: torch.Tensor, category: Category) -> int | None:
-        try:
-            st = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):
-            return None
+        self._s.category = category
+        return self._ledger.see(t)
+
+    def _alloc(self, serial: int, nbytes: int, t: torch.Tensor) -> None:
         s = self._s
-        serial = self._serial_of.get(st)
-        nbytes = int(st.nbytes())
-        if serial is not None:
-            if nbytes != s.sizes[serial]:  # resize_ / out= resized an existing storage
-                s.events.append((FREE, serial, s.sizes[serial]))
-                s.events.append((ALLOC, serial, nbytes))
-                s.sizes[serial] = nbytes
-            return int(serial)
-        serial = len(s.infos)
         module = s.module_stack[-1] if s.module_stack else ""
-        s.infos.append(StorageInfo(category=category, module=module, device=t.device.type))
-        s.sizes.append(nbytes)
-        self._serial_of[st] = serial
-        s.refs[serial] = weakref.ref(st, self._make_free_callback(serial))
+        s.infos.append(StorageInfo(category=s.category, module=module, device=t.device.type))
         s.events.append((ALLOC, serial, nbytes))
-        return serial
 
-    def _make_free_callback(self, serial: int) -> Any:
-        s = self._s
+    def _resize(self, serial: int, old: int, new: int) -> None:  # resize_ / out= on a storage
+        self._s.events.append((FREE, serial, old))
+        self._s.events.append((ALLOC, serial, new))
 
-        def freed(_: Any) -> None:
-            s.events.append((FREE, serial, s.sizes[serial]))
-            s.refs.pop(serial, None)
-
-        return freed
+    def _free(self, serial: int, nbytes: int) -> None:
+        self._s.events.append((FREE, serial, nbytes))
 
     def _record_conv(self, func: Any, args: Any, out: Any) -> None:
         # aten.convolution(input, weight, bias, stride, padding, dilation, transposed,
@@ -218,15 +196,6 @@ class MemoryTracker(TorchDispatchMode):
         """Put a named mark in the log (phase boundaries: ``step1.forward``, ``eval`` ...)."""
         self._s.events.append((MARK, len(self._s.labels), 0))
         self._s.labels.append(label)
-
-    @contextmanager
-    def backward_phase(self) -> Iterator[None]:
-        """Mark the backward pass (recomputed forwards inside it are still activations)."""
-        self._s.in_backward = True
-        try:
-            yield
-        finally:
-            self._s.in_backward = False
 
     @contextmanager
     def watch_modules(self, model: nn.Module) -> Iterator[None]:

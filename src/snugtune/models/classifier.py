@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from snugtune.models.groups import backbone_blocks
 from snugtune.models.head import Head
 from snugtune.models.weights import WeightsInfo, load_pretrained
 from snugtune.models.zoo import BackboneSpec, Preprocessing, build_backbone, resolve_backbone
+from snugtune.step import checkpointed_blocks, set_checkpointing
 
 __all__ = ["Classifier", "build_classifier"]
 
@@ -49,7 +48,6 @@ class Classifier(nn.Module):
         # A plain list keeps the blocks out of state_dict (they alias backbone modules).
         self.blocks: list[nn.ModuleList] = backbone_blocks(backbone, spec.source)
         self.train_bn = False
-        self._checkpointed: dict[int, Callable[..., Any]] = {}
 
     def features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images -> (B, F) pooled features."""
@@ -98,31 +96,15 @@ class Classifier(nn.Module):
 
     def set_checkpointing(self, block_indices: Iterable[int]) -> None:
         """Recompute the chosen blocks' activations in backward instead of storing them."""
-        wanted = {i % len(self.blocks) for i in block_indices}
-        for i, block in enumerate(self.blocks):
-            for j, module in enumerate(block):
-                key = i * 10_000 + j
-                if i in wanted and key not in self._checkpointed:
-                    self._checkpointed[key] = module.forward
-                    module.forward = _checkpointed_forward(module.forward)  # type: ignore[method-assign]
-                elif i not in wanted and key in self._checkpointed:
-                    module.forward = self._checkpointed.pop(key)  # type: ignore[method-assign]
+        set_checkpointing(self.blocks, block_indices)
 
     def checkpointed_blocks(self) -> tuple[int, ...]:
-        return tuple(sorted({k // 10_000 for k in self._checkpointed}))
+        """Indices of the checkpointed blocks."""
+        return checkpointed_blocks(self.blocks)
 
 
 def _trainable(m: nn.Module) -> bool:
     return any(p.requires_grad for p in m.parameters(recurse=False))
-
-
-def _checkpointed_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    def run(*args: Any, **kwargs: Any) -> Any:
-        if torch.is_grad_enabled():
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-
-    return run
 
 
 def build_classifier(

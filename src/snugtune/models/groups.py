@@ -9,6 +9,7 @@ be frozen, unfrozen or activation-checkpointed as a unit.
 
 from __future__ import annotations
 
+from timm.models import group_modules
 from torch import nn
 
 __all__ = ["backbone_blocks"]
@@ -18,8 +19,6 @@ def backbone_blocks(backbone: nn.Module, source: str) -> list[nn.ModuleList]:
     """Ordered freeze groups of a headless backbone (bottom first)."""
     matcher = getattr(backbone, "group_matcher", None)
     if source == "timm" and callable(matcher):
-        from timm.models import group_modules
-
         groups = group_modules(backbone, matcher(coarse=True))
         names = [list(v) for _, v in sorted(groups.items())]
         return _cover(backbone, names)

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from snugtune._files import file_sha256
 from snugtune.errors import WeightsError
 from snugtune.models.zoo import BackboneSpec
+from snugtune.rundir import file_sha256
 
 __all__ = ["WeightsInfo", "lite_weights_file", "load_by_position", "load_pretrained", "read_state_dict"]
 
@@ -56,8 +59,6 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         raise WeightsError(f"--weights: file {str(path)!r} not found; give a .safetensors or .pth file")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return dict(load_file(str(path)))
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
@@ -133,14 +134,10 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, weights: str) -> We
 
 def _load_from_hub(backbone: nn.Module, spec: BackboneSpec) -> WeightsInfo:
     if spec.source == "timm":
-        import timm
-
         src = timm.create_model(spec.name, pretrained=True, num_classes=0)
         backbone.load_state_dict(src.state_dict())
         tag = getattr(src, "pretrained_cfg", {}).get("tag") or "default"
         return WeightsInfo("timm-hub", f"timm:{spec.name}.{tag}")
-    import torchvision
-
     entry = torchvision.models.get_model_weights(spec.name).DEFAULT
     state = entry.get_state_dict(progress=False)
     own = backbone.state_dict()

@@ -11,33 +11,24 @@ Everything a finished (or crashed) run leaves for people to read::
       model_card.json             backbone, classes, preprocessing, metrics, versions
       report.md, report.html      all of the above          write_report
 
-All files are written atomically (temp file + ``os.replace``). matplotlib and tensorboard are
-imported only when a plot or event file is first written.
+Every file's name is the run folder's (:class:`snugtune.rundir.RunDir`), and every file is
+written by its one atomic writer. matplotlib and tensorboard are imported only when a plot or
+event file is first written.
 """
 
 from __future__ import annotations
 
-from snugtune.report.card import MODEL_CARD, read_model_card, write_model_card
+from snugtune.report.card import read_model_card, write_model_card
 from snugtune.report.classification import (
     ClassificationReport,
     ClassMetrics,
     classification_report,
 )
-from snugtune.report.metrics_log import METRICS_CSV, METRICS_JSON, TENSORBOARD_DIR, MetricsLog
+from snugtune.report.metrics_log import MetricsLog
 from snugtune.report.plots import plot_confusion_matrix, plot_learning_curves, plot_memory
-from snugtune.report.report import REPORT_HTML, REPORT_MD, write_report
-from snugtune.report.sections import CONFUSION_PNG, LEARNING_CURVES_PNG, MEMORY_PNG
+from snugtune.report.report import write_report
 
 __all__ = [
-    "CONFUSION_PNG",
-    "LEARNING_CURVES_PNG",
-    "MEMORY_PNG",
-    "METRICS_CSV",
-    "METRICS_JSON",
-    "MODEL_CARD",
-    "REPORT_HTML",
-    "REPORT_MD",
-    "TENSORBOARD_DIR",
     "ClassMetrics",
     "ClassificationReport",
     "MetricsLog",

@@ -22,14 +22,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import snugtune
-from snugtune.report._io import atomic_write_json, to_jsonable
+from snugtune._version import __version__
+from snugtune.rundir import RunDir, write_json
 
-__all__ = ["MODEL_CARD", "MODEL_CARD_FORMAT_VERSION", "read_model_card", "write_model_card"]
+__all__ = ["MODEL_CARD_FORMAT_VERSION", "read_model_card", "write_model_card"]
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "model_card.json"
 MODEL_CARD_FORMAT_VERSION = 1
 _FORMAT = "snugtune-model-card"
 _PREPROCESSING_KEYS = ("size", "mean", "std", "interpolation")
@@ -77,7 +76,7 @@ def write_model_card(
     """
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_CARD
+        path = RunDir(path).card
     _check_inputs(preprocessing, extra)
     card: dict[str, object] = {
         "format": _FORMAT,
@@ -87,12 +86,12 @@ def write_model_card(
         "classes": list(classes),
         "preprocessing": dict(preprocessing),
         "metrics": dict(metrics),
-        "snugtune_version": snugtune.__version__,
+        "snugtune_version": __version__,
         "torch_version": _torch_version(),
         "created_utc": _utc_now(),
     }
     card.update(extra or {})
-    atomic_write_json(path, to_jsonable(card))
+    write_json(path, card)
     logger.info("Wrote model card %s", path)
     return path
 
@@ -108,7 +107,7 @@ def read_model_card(path: Path) -> dict[str, object]:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_CARD
+        path = RunDir(path).card
     card = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(card, dict) or card.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a snugtune model card (no format {_FORMAT!r})")
@@ -116,7 +115,7 @@ def read_model_card(path: Path) -> dict[str, object]:
     if not isinstance(version, int) or version > MODEL_CARD_FORMAT_VERSION:
         raise ValueError(
             f"{path} has model card format_version {version!r}; this snugtune "
-            f"({snugtune.__version__}) reads up to {MODEL_CARD_FORMAT_VERSION}. Upgrade snugtune."
+            f"({__version__}) reads up to {MODEL_CARD_FORMAT_VERSION}. Upgrade snugtune."
         )
     return card
 

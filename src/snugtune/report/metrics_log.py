@@ -20,16 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from snugtune.report._io import atomic_write_json, atomic_write_text
 from snugtune.report._tensorboard import ScalarWriter, scalar_tag
+from snugtune.rundir import RunDir, write_json, write_text
 
-__all__ = ["METRICS_CSV", "METRICS_JSON", "TENSORBOARD_DIR", "MetricsLog"]
+__all__ = ["MetricsLog"]
 
 logger = logging.getLogger(__name__)
-
-METRICS_CSV = "metrics.csv"
-METRICS_JSON = "metrics.json"
-TENSORBOARD_DIR = "tensorboard"
 
 Scalar = bool | int | float | str | None
 _INT_RE = re.compile(r"^[+-]?\d+$")
@@ -51,17 +47,17 @@ class MetricsLog:
     its 1-based row number. Metrics ``train_x``/``val_x`` are charted as ``x/train``/``x/val``.
     """
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True) -> None:
+    def __init__(self, run: RunDir | Path, *, tensorboard: bool = True) -> None:
         """Open the log, reading the rows of an existing ``metrics.csv``.
 
         Args:
-            run_dir: Run folder; created if missing.
-            tensorboard: Also write TensorBoard events to ``run_dir/tensorboard/``.
+            run: Run folder; created if missing.
+            tensorboard: Also write TensorBoard events to ``RUN/tensorboard/``.
         """
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.run_dir / METRICS_CSV
-        self.json_path = self.run_dir / METRICS_JSON
+        self.run = run if isinstance(run, RunDir) else RunDir(run)
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run.metrics_csv
+        self.json_path = self.run.metrics_json
         self._fields, self._rows = _read_csv(self.csv_path)
         self._closed = False
         self._tb: ScalarWriter | None = None
@@ -69,7 +65,7 @@ class MetricsLog:
             # On resume, hide TensorBoard events written after the last row that reached
             # the CSV (the CSV is written first, so it is the source of truth).
             purge = self._next_step() if self._rows or self._has_events() else None
-            self._tb = ScalarWriter.open(self.run_dir / TENSORBOARD_DIR, purge_step=purge)
+            self._tb = ScalarWriter.open(self.run.tensorboard, purge_step=purge)
         if self._rows:
             logger.info("Resuming metrics log %s with %d rows", self.csv_path, len(self._rows))
 
@@ -150,7 +146,7 @@ class MetricsLog:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"MetricsLog for {self.run_dir} is closed")
+            raise ValueError(f"MetricsLog for {self.run.path} is closed")
 
     def _step(self, index: int) -> int:
         value = self._rows[index].get("global_epoch")
@@ -162,11 +158,11 @@ class MetricsLog:
         return self._step(len(self._rows) - 1) + 1 if self._rows else 0
 
     def _has_events(self) -> bool:
-        return any((self.run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+        return any(self.run.tensorboard.glob("events.out.tfevents.*"))
 
     def _write_files(self) -> None:
-        atomic_write_text(self.csv_path, _format_csv(self._fields, self._rows))
-        atomic_write_json(self.json_path, self._rows)
+        write_text(self.csv_path, _format_csv(self._fields, self._rows))
+        write_json(self.json_path, self._rows)
 
 
 def _to_scalar(value: object) -> Scalar:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from snugtune.report._io import atomic_write_bytes
 from snugtune.report.classification import ClassificationReport
+from snugtune.results import PhaseResult
+from snugtune.rundir import write_bytes
 from snugtune.units import GIB, MIB, format_bytes
 
 if TYPE_CHECKING:
@@ -120,26 +121,25 @@ def plot_confusion_matrix(
 
 
 def plot_memory(
-    phases: Sequence[Mapping[str, object]], path: Path, *, budget_bytes: int | None = None
+    phases: Sequence[PhaseResult], path: Path, *, budget_bytes: int | None = None
 ) -> Path:
     """Bar chart of predicted vs measured peak device memory per phase.
 
     Args:
-        phases: One mapping per phase with ``phase`` (or ``name``), ``predicted_peak_bytes``
-            and ``measured_peak_bytes``; a missing measurement is drawn as "not measured".
+        phases: the phases' results; a missing measurement is drawn as "not measured".
         path: PNG file to write.
         budget_bytes: Memory budget to draw as a line; defaults to the largest
-            ``budget_bytes`` found in ``phases``, if any.
+            ``budget_bytes`` of ``phases``, if any.
 
     Returns:
         ``path``.
     """
-    names = [str(p.get("phase") or p.get("name") or f"phase {i + 1}") for i, p in enumerate(phases)]
-    predicted = [_number(p.get("predicted_peak_bytes")) for p in phases]
-    measured = [_number(p.get("measured_peak_bytes")) for p in phases]
+    names = [p.name or f"phase {i + 1}" for i, p in enumerate(phases)]
+    predicted = [_number(p.predicted_peak_bytes) for p in phases]
+    measured = [_number(p.measured_peak_bytes) for p in phases]
     if budget_bytes is None:
-        budgets = [b for p in phases if (b := _number(p.get("budget_bytes"))) is not None]
-        budget_bytes = int(max(budgets)) if budgets else None
+        budgets = [p.budget_bytes for p in phases if p.budget_bytes is not None]
+        budget_bytes = max(budgets) if budgets else None
     known = [v for v in (*predicted, *measured, budget_bytes) if v is not None]
     unit, scale = ("GiB", GIB) if max(known, default=0) >= GIB else ("MiB", MIB)
     fig = _new_figure(max(5.0, 1.6 * len(phases) + 3.0), 4.4)
@@ -176,7 +176,7 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    write_bytes(path, buf.getvalue())
     logger.debug("Wrote plot %s", path)
     return Path(path)
 

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from snugtune.report._format import fmt_bytes, fmt_float, fmt_percent, fmt_value
-from snugtune.report._io import atomic_write_text, to_jsonable
 from snugtune.report.classification import ClassificationReport
 from snugtune.report.document import (
     Block,
@@ -34,36 +33,34 @@ from snugtune.report.sections import (
     phases_section,
     report_title,
 )
+from snugtune.results import RunSummary
+from snugtune.rundir import RunDir, to_jsonable, write_text
 
-__all__ = ["REPORT_HTML", "REPORT_MD", "write_report"]
+__all__ = ["write_report"]
 
 logger = logging.getLogger(__name__)
-
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
 _MAX_ISSUE_ROWS = 200
 _MAX_FILES = 40
 _MAX_PLAN_COLUMNS = 14
 
 
 def write_report(
-    run_dir: Path,
-    summary: Mapping[str, object],
+    run: RunDir | Path,
+    summary: RunSummary,
     *,
     rows: Sequence[Mapping[str, object]],
     evaluation: ClassificationReport | None = None,
     data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
     plan: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write ``run_dir/report.md`` and ``run_dir/report.html``.
+    """Write ``RUN/report.md`` and ``RUN/report.html``.
 
     Plots are included when ``learning_curves.png``, ``confusion_matrix.png`` or
-    ``memory.png`` exist in ``run_dir`` (draw them first with :mod:`snugtune.report.plots`).
+    ``memory.png`` exist in the run folder (draw them first with :mod:`snugtune.report.plots`).
 
     Args:
-        run_dir: Run folder; the report links files in it relatively.
-        summary: Run summary (``backbone``, ``data``, ``classes``, ``best_val_accuracy``,
-            ``phases`` ...); every key is optional.
+        run: Run folder; the report links files in it relatively.
+        summary: the run's summary; what it did not record renders as a dash.
         rows: Per-epoch metrics rows, as logged by :class:`~snugtune.report.MetricsLog`.
         evaluation: Validation/test evaluation for the per-class table.
         data_issues: ``{"skipped": [{"path", "reason"}], "converted": [...]}``.
@@ -72,24 +69,24 @@ def write_report(
     Returns:
         Path of ``report.md``.
     """
-    run_dir = Path(run_dir)
+    run = run if isinstance(run, RunDir) else RunDir(run)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
-        *overview_section(summary, run_dir, created),
+        *overview_section(summary, run, created),
         *phases_section(summary),
-        *_epochs_paragraph(rows, run_dir),
-        *learning_curves_section(run_dir),
-        *evaluation_section(evaluation, run_dir),
-        *memory_section(summary, run_dir),
-        *data_issues_section(data_issues, summary.get("data")),
+        *_epochs_paragraph(rows, run),
+        *learning_curves_section(run),
+        *evaluation_section(evaluation, run),
+        *memory_section(summary, run),
+        *data_issues_section(data_issues, summary.data),
         *plan_section(plan),
-        *usage_section(run_dir),
-        *files_section(run_dir),
+        *usage_section(run),
+        *files_section(run),
     ]
-    md_path = atomic_write_text(run_dir / REPORT_MD, render_markdown(blocks))
-    atomic_write_text(run_dir / REPORT_HTML, render_html(blocks, report_title(summary, run_dir)))
-    logger.info("Wrote report %s (and %s)", md_path, REPORT_HTML)
-    return md_path
+    write_text(run.report_md, render_markdown(blocks))
+    write_text(run.report_html, render_html(blocks, report_title(summary, run)))
+    logger.info("Wrote report %s (and %s)", run.report_md, run.report_html.name)
+    return run.report_md
 
 
 def data_issues_section(
@@ -188,16 +185,16 @@ def _flatten(data: Mapping[str, object], prefix: str = "", depth: int = 2) -> di
     return out
 
 
-def usage_section(run_dir: Path) -> list[Block]:
+def usage_section(run: RunDir) -> list[Block]:
     """Commands that use the trained model, with this run's path filled in."""
-    run = shlex.quote(str(run_dir))
+    path = shlex.quote(str(run.path))
     commands = [
-        f"snugtune evaluate {run} path/to/test_images/",
-        f"snugtune predict  {run} image1.jpg image2.jpg --top-k 3",
-        f"snugtune export   {run} --format onnx",
+        f"snugtune evaluate {path} path/to/test_images/",
+        f"snugtune predict  {path} image1.jpg image2.jpg --top-k 3",
+        f"snugtune export   {path} --format onnx",
     ]
-    if (run_dir / "tensorboard").is_dir():
-        commands.append(f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}")
+    if run.tensorboard.is_dir():
+        commands.append(f"tensorboard --logdir {shlex.quote(str(run.tensorboard))}")
     return [
         Heading("Using the model"),
         Paragraph(
@@ -209,14 +206,14 @@ def usage_section(run_dir: Path) -> list[Block]:
     ]
 
 
-def files_section(run_dir: Path) -> list[Block]:
+def files_section(run: RunDir) -> list[Block]:
     """The files in the run folder, with sizes."""
-    if not run_dir.is_dir():
+    if not run.path.is_dir():
         return []
     files = sorted(
         p
-        for p in run_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name not in (REPORT_MD, REPORT_HTML)
+        for p in run.path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p not in (run.report_md, run.report_html)
     )
     if not files:
         return []
@@ -226,10 +223,10 @@ def files_section(run_dir: Path) -> list[Block]:
     return [Heading("Files in this run"), Bullets(items)]
 
 
-def _epochs_paragraph(rows: Sequence[Mapping[str, object]], run_dir: Path) -> list[Block]:
+def _epochs_paragraph(rows: Sequence[Mapping[str, object]], run: RunDir) -> list[Block]:
     if not rows:
         return [Paragraph("No epochs were logged.")]
-    where = "metrics.csv and TensorBoard" if (run_dir / "tensorboard").is_dir() else "metrics.csv"
+    where = "metrics.csv and TensorBoard" if run.tensorboard.is_dir() else "metrics.csv"
     last = rows[-1]
     shown = (
         ("train loss", "train_loss", fmt_float),

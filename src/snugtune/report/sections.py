@@ -1,13 +1,12 @@
 """The sections of the run report, each a function from run data to document blocks.
 
-Every builder tolerates missing keys (a crashed run, an older summary layout): a missing value
-renders as an em dash and a section with nothing to show is left out or says so.
+Every builder tolerates missing values (a crashed run, an older summary layout): a value that
+was not recorded renders as an em dash and a section with nothing to show is left out or says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from snugtune.report._format import (
     MISSING,
@@ -22,11 +21,10 @@ from snugtune.report._format import (
 )
 from snugtune.report.classification import ClassificationReport
 from snugtune.report.document import Block, Bullets, Heading, Image, Paragraph, Table
+from snugtune.results import CacheInfo, PhaseResult, RunSummary
+from snugtune.rundir import RunDir
 
 __all__ = [
-    "CONFUSION_PNG",
-    "LEARNING_CURVES_PNG",
-    "MEMORY_PNG",
     "evaluation_section",
     "learning_curves_section",
     "memory_section",
@@ -35,51 +33,46 @@ __all__ = [
     "report_title",
 ]
 
-LEARNING_CURVES_PNG = "learning_curves.png"
-CONFUSION_PNG = "confusion_matrix.png"
-MEMORY_PNG = "memory.png"
 _MAX_CLASS_NAMES = 12
 
 
-def report_title(summary: Mapping[str, object], run_dir: Path) -> str:
+def report_title(summary: RunSummary, run: RunDir) -> str:
     """``"snugtune run: <backbone> on <data>"``, with what of that is known."""
-    backbone = summary.get("backbone")
-    data = summary.get("data")
+    backbone, data = summary.backbone, summary.data
     if backbone and data:
         return f"snugtune run: {backbone} on {data}"
     if backbone or data:
         return f"snugtune run: {backbone or data}"
-    return f"snugtune run: {run_dir.name}"
+    return f"snugtune run: {run.path.name}"
 
 
-def overview_section(summary: Mapping[str, object], run_dir: Path, created: str) -> list[Block]:
+def overview_section(summary: RunSummary, run: RunDir, created: str) -> list[Block]:
     """Title, the headline best validation accuracy, and the facts of the run."""
-    best = summary.get("best_val_accuracy")
+    best = summary.best_val_accuracy
     headline = f"Best validation accuracy: {fmt_percent(best)}"
-    if as_number(summary.get("best_val_loss")) is not None:
-        headline += f" (validation loss {fmt_float(summary['best_val_loss'])})"
+    if as_number(summary.best_val_loss) is not None:
+        headline += f" (validation loss {fmt_float(summary.best_val_loss)})"
     if as_number(best) is None:
         headline = "Best validation accuracy: not recorded"
     facts = [
-        _classes_fact(summary.get("classes")),
-        f"Images: {fmt_int(summary.get('num_train'))} train, "
-        f"{fmt_int(summary.get('num_val'))} validation",
-        f"Resolution: {_resolution(summary.get('resolution'))}",
-        f"Device: {summary.get('device') or MISSING}",
-        f"Total time: {fmt_seconds(summary.get('total_seconds'))}",
-        f"Run folder: {run_dir}",
+        _classes_fact(summary.classes),
+        f"Images: {fmt_int(summary.num_train)} train, {fmt_int(summary.num_val)} validation",
+        f"Resolution: {_resolution(summary.resolution)}",
+        f"Device: {summary.device or MISSING}",
+        f"Total time: {fmt_seconds(summary.total_seconds)}",
+        f"Run folder: {run.path}",
         f"Report written: {created}",
     ]
     return [
-        Heading(report_title(summary, run_dir), level=1),
+        Heading(report_title(summary, run), level=1),
         Paragraph(headline, strong=True),
         Bullets(tuple(facts)),
     ]
 
 
-def phases_section(summary: Mapping[str, object]) -> list[Block]:
+def phases_section(summary: RunSummary) -> list[Block]:
     """One row per training phase: epochs, early stop, best epoch, time, throughput."""
-    phases = _phases(summary)
+    phases = summary.phases
     blocks: list[Block] = [Heading("Training phases")]
     if not phases:
         return [*blocks, Paragraph("No phase information was recorded.")]
@@ -92,7 +85,7 @@ def phases_section(summary: Mapping[str, object]) -> list[Block]:
         "Wall time",
         "Images/s",
     ]
-    with_cache = any(p.get("feature_cache") for p in phases)
+    with_cache = any(p.feature_cache for p in phases)
     if with_cache:
         header.append("Feature cache")
     rows = []
@@ -100,32 +93,32 @@ def phases_section(summary: Mapping[str, object]) -> list[Block]:
         row = [
             _phase_name(p, i),
             _epochs(p),
-            fmt_bool(p.get("stopped_early")),
-            fmt_int(p.get("best_epoch")),
-            fmt_percent(p.get("best_val_accuracy")),
-            fmt_seconds(p.get("seconds")),
-            fmt_int(p.get("images_per_s")),
+            fmt_bool(p.stopped_early),
+            fmt_int(p.best_epoch),
+            fmt_percent(p.best_val_accuracy),
+            fmt_seconds(p.seconds),
+            fmt_int(p.images_per_s),
         ]
         if with_cache:
-            row.append(_feature_cache(p.get("feature_cache")))
+            row.append(_feature_cache(p.feature_cache))
         rows.append(tuple(row))
     right = (False, True, False, True, True, True, True, False)
     return [*blocks, Table(tuple(header), tuple(rows), right[: len(header)])]
 
 
-def learning_curves_section(run_dir: Path) -> list[Block]:
+def learning_curves_section(run: RunDir) -> list[Block]:
     """The learning-curve plot, if it was drawn."""
-    if not (run_dir / LEARNING_CURVES_PNG).is_file():
+    if not run.learning_curves.is_file():
         return []
     return [
         Heading("Learning curves"),
-        Image(LEARNING_CURVES_PNG, "Loss and accuracy per epoch, train and validation"),
+        Image(run.learning_curves.name, "Loss and accuracy per epoch, train and validation"),
     ]
 
 
-def evaluation_section(evaluation: ClassificationReport | None, run_dir: Path) -> list[Block]:
+def evaluation_section(evaluation: ClassificationReport | None, run: RunDir) -> list[Block]:
     """Accuracy, per-class precision/recall/F1, confusion plot and most confused pairs."""
-    has_plot = (run_dir / CONFUSION_PNG).is_file()
+    has_plot = run.confusion_matrix.is_file()
     if evaluation is None and not has_plot:
         return []
     blocks: list[Block] = [Heading("Per-class results")]
@@ -149,16 +142,16 @@ def evaluation_section(evaluation: ClassificationReport | None, run_dir: Path) -
             )
         )
     if has_plot:
-        blocks.append(Image(CONFUSION_PNG, "Confusion matrix, rows true class, columns predicted"))
+        blocks.append(Image(run.confusion_matrix.name, "Confusion matrix, rows true class, columns predicted"))
     if evaluation is not None:
         blocks += _confused_pairs(evaluation)
     return blocks
 
 
-def memory_section(summary: Mapping[str, object], run_dir: Path) -> list[Block]:
+def memory_section(summary: RunSummary, run: RunDir) -> list[Block]:
     """Per phase: micro-batch, accumulation, precision, predicted vs measured peak, OOMs."""
-    phases = _phases(summary)
-    has_plot = (run_dir / MEMORY_PNG).is_file()
+    phases = summary.phases
+    has_plot = run.memory_plot.is_file()
     if not phases and not has_plot:
         return []
     blocks: list[Block] = [Heading("Memory: predicted vs measured")]
@@ -173,83 +166,61 @@ def memory_section(summary: Mapping[str, object], run_dir: Path) -> list[Block]:
             "Measured peak",
             "Measured / predicted",
         ]
-        with_oom = any("oom_recoveries" in p for p in phases)
-        if with_oom:
-            header.append("OOM recoveries")
-        rows = [tuple(_memory_row(p, i, with_oom)) for i, p in enumerate(phases)]
+        header.append("OOM recoveries")
+        rows = [tuple(_memory_row(p, i)) for i, p in enumerate(phases)]
         right = (False, True, True, True, False, True, True, True, True)
         blocks.append(Table(tuple(header), tuple(rows), right[: len(header)]))
-        cached = [_phase_name(p, i) for i, p in enumerate(phases) if _cache_used(p)]
+        cached = [_phase_name(p, i) for i, p in enumerate(phases)
+                  if p.feature_cache is not None and p.feature_cache.used]
         if cached:
             blocks.append(Paragraph(
                 f"{', '.join(cached)} trained on cached features: the phase held the weights and "
                 "a batch of features, while its prediction is for training on images (what runs "
                 "with --no-feature-cache), so the measured peak is lower."))
     if has_plot:
-        blocks.append(Image(MEMORY_PNG, "Predicted and measured peak memory per phase"))
+        blocks.append(Image(run.memory_plot.name, "Predicted and measured peak memory per phase"))
     return blocks
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _phases(summary: Mapping[str, object]) -> list[Mapping[str, object]]:
-    phases = summary.get("phases")
-    if not isinstance(phases, Sequence) or isinstance(phases, str):
-        return []
-    return [p for p in phases if isinstance(p, Mapping)]
+def _phase_name(phase: PhaseResult, index: int) -> str:
+    return phase.name or f"phase {index + 1}"
 
 
-def _phase_name(phase: Mapping[str, object], index: int) -> str:
-    return str(phase.get("name") or phase.get("phase") or f"phase {index + 1}")
+def _epochs(phase: PhaseResult) -> str:
+    run, planned = fmt_int(phase.epochs_run), phase.epochs_planned
+    return run if planned is None else f"{run} / {fmt_int(planned)}"
 
 
-def _epochs(phase: Mapping[str, object]) -> str:
-    run, planned = fmt_int(phase.get("epochs_run")), phase.get("epochs_planned")
-    return run if as_number(planned) is None else f"{run} / {fmt_int(planned)}"
-
-
-def _cache_used(phase: Mapping[str, object]) -> bool:
-    cache = phase.get("feature_cache")
-    return isinstance(cache, Mapping) and cache.get("used") is True
-
-
-def _feature_cache(cache: object) -> str:
-    if isinstance(cache, Mapping):
-        items = [
-            f"{k}={fmt_value(str(k), v, 24)}"
-            for k, v in cache.items()
-            if not isinstance(v, Mapping | list)
-        ]
-        return ", ".join(items[:4]) or "yes"
+def _feature_cache(cache: CacheInfo | None) -> str:
     if cache is None:
         return MISSING
-    return fmt_value("feature_cache", cache) if cache else "no"
+    items = [f"{k}={fmt_value(k, v, 24)}" for k, v in cache.to_dict().items()]
+    return ", ".join(items[:4])
 
 
-def _memory_row(phase: Mapping[str, object], index: int, with_oom: bool) -> list[str]:
-    micro, accum = as_number(phase.get("micro_batch")), as_number(phase.get("accumulation"))
+def _memory_row(phase: PhaseResult, index: int) -> list[str]:
+    micro, accum = phase.micro_batch, phase.accumulation
     effective = fmt_int(micro * accum) if micro is not None and accum is not None else MISSING
-    predicted = as_number(phase.get("predicted_peak_bytes"))
-    measured = as_number(phase.get("measured_peak_bytes"))
+    predicted, measured = phase.predicted_peak_bytes, phase.measured_peak_bytes
     ratio = f"{measured / predicted:.0%}" if predicted and measured is not None else MISSING
-    row = [
+    return [
         _phase_name(phase, index),
         fmt_int(micro),
         fmt_int(accum),
         effective,
-        str(phase.get("precision") or MISSING),
+        phase.precision or MISSING,
         fmt_bytes(predicted),
         fmt_bytes(measured),
         ratio,
+        fmt_int(phase.oom_recoveries),
     ]
-    if with_oom:
-        row.append(fmt_int(phase.get("oom_recoveries", 0)))
-    return row
 
 
-def _classes_fact(classes: object) -> str:
-    if not isinstance(classes, Sequence) or isinstance(classes, str) or not classes:
+def _classes_fact(classes: Sequence[str]) -> str:
+    if not classes:
         return f"Classes: {MISSING}"
     names = [str(c) for c in classes]
     shown = ", ".join(names[:_MAX_CLASS_NAMES])

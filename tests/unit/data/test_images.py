@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snugtune.data import ImageLoadError, load_image
+from snugtune.data import load_image
 from snugtune.data.images import decode_image
-from snugtune.errors import DataError
+from snugtune.errors import DataError, ImageLoadError
 
 
 def test_draft_decodes_large_jpeg_at_reduced_size(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snugtune.errors import BudgetError
+from snugtune.memory import PeakMeter
 from snugtune.memory.guard import CudaBudget, VirtualDeviceBudget, host_side
-from snugtune.train.loop import MicroBatch
-from snugtune.train.peak import PeakMeter
+from snugtune.step import MicroBatch
 
 F32 = 4  # bytes per float32 element
 
@@ -137,7 +137,7 @@ def test_nothing_leaks_after_exit() -> None:
         dropped = torch.ones(100)
         storage = weakref.ref(dropped.untyped_storage())
     assert torch._C._len_torch_dispatch_stack() == 0
-    assert not g._refs and not g._sizes  # no weakrefs, no callbacks left behind
+    assert not g._ledger._refs and not g._ledger._live  # no weakrefs, no callbacks left behind
     live = g.live_bytes
     del dropped
     assert storage() is None  # the guard held no reference to it
@@ -211,7 +211,7 @@ def test_peak_meter_adds_figures_to_a_budget_error() -> None:
         try:
             torch.ones(1000)
         except torch.OutOfMemoryError:
-            micro.halve("train", 0)  # what the training loop does at micro-batch 1
+            micro.halved("train", 0, 0)  # what the training loop does at micro-batch 1
     msg = str(info.value)
     assert "needed at micro-batch 1" in msg and "held before the first step" in msg
     assert "--gpu-memory" in msg and "\n" not in msg

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from snugtune.memory._adapter import configured
+from snugtune.memory.modules import configured
 from snugtune.memory.simulate import StepConfig, run_steps, simulate
 from snugtune.memory.trace import Category, at_batch
 from snugtune.memory.tracker import MemoryTracker

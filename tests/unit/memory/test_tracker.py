@@ -66,12 +66,9 @@ def test_frozen_parameters_and_categories():
         tr.track_existing(list(net.parameters()), Category.PARAMETERS)
         x = torch.randn(32, 8)
         tr.set_category([x], Category.INPUT)
-        with tr.watch_modules(net), tr.backward_phase():
-            pass
         with tr.watch_modules(net):
             loss = net(x).sum()
-        with tr.backward_phase():
-            loss.backward()
+        loss.backward()
         tr.set_category([p.grad for p in net.parameters()], Category.GRADIENTS)
         trace = tr.trace()
         end = trace.breakdown_at(len(trace.events) - 1)

@@ -10,6 +10,7 @@ from snugtune.report import (
     plot_learning_curves,
     plot_memory,
 )
+from snugtune.results import PhaseResult
 from snugtune.units import GIB, MIB
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,8 +57,8 @@ def test_confusion_matrix_small_and_large(tmp_path: Path) -> None:
 
 def test_memory_with_missing_measurement(tmp_path: Path) -> None:
     phases = [
-        {"phase": "head", "predicted_peak_bytes": 900 * MIB, "measured_peak_bytes": 850 * MIB},
-        {"name": "finetune", "predicted_peak_bytes": 3 * GIB, "measured_peak_bytes": None},
+        PhaseResult(name="head", predicted_peak_bytes=900 * MIB, measured_peak_bytes=850 * MIB),
+        PhaseResult(name="finetune", predicted_peak_bytes=3 * GIB, measured_peak_bytes=None),
     ]
     assert _is_png(plot_memory(phases, tmp_path / "memory.png", budget_bytes=4 * GIB))
     assert _is_png(plot_memory([], tmp_path / "none.png"))

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from snugtune.report import classification_report, write_report
+from snugtune.report import classification_report
+from snugtune.report import write_report as write_typed_report
+from snugtune.results import RunSummary
 from snugtune.units import GIB, MIB
+
+
+def write_report(run_dir: Path, summary: dict[str, object], **kw: object) -> Path:
+    """The report of a summary as ``summary.json`` holds it (missing and junk values too)."""
+    return write_typed_report(run_dir, RunSummary.from_dict(summary), **kw)  # type: ignore[arg-type]
 
 FULL_SUMMARY = {
     "backbone": "tf_efficientnet_lite0",
@@ -35,7 +42,7 @@ FULL_SUMMARY = {
             "precision": "bf16",
             "predicted_peak_bytes": 900 * MIB,
             "measured_peak_bytes": 870 * MIB,
-            "feature_cache": {"used": True, "views": 1},
+            "feature_cache": {"used": True, "hits": 1200, "misses": 0},
         },
         {
             "name": "finetune",
@@ -105,7 +112,7 @@ def test_full_report(tmp_path: Path) -> None:
         assert section in md
     assert "| finetune | 7 / 20 | yes | 4 | 93.21% | 11 min 14 s | 120 | " in md
     assert "| head | 64 | 1 | 64 | bf16 | 900.00 MiB | 870.00 MiB | 97% | 0 |" in md
-    assert "OOM recoveries" in md and "used=yes, views=1" in md
+    assert "OOM recoveries" in md and "used=yes, hits=1,200, misses=0" in md
     assert "head trained on cached features" in md and "| head | 5 / 5 | no | 5 | 91.00% | 1 min 20 s | 950 |" in md
     assert "![Loss and accuracy" in md and "(learning_curves.png)" in md
     assert "| tulip | 1.000 | 0.500 | 0.667 | 2 |" in md

@@ -1,0 +1,213 @@
+"""What each command does: turn its flags into settings, call the library, render the result.
+
+One function per command, named as the command, taking the parsed flags and returning the exit
+code. The library is imported here (torch with it), not in the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import replace
+from typing import Any
+
+import yaml
+
+import snugtune.recipe as recipe
+from snugtune.cli import render
+from snugtune.cli.flags import flag, given, options
+from snugtune.cli.parser import (
+    INFERENCE_FIELDS,
+    PHASE_FIELDS,
+    RUN_FIELDS,
+    DemoOptions,
+    ExportOptions,
+    MemoryOptions,
+    Output,
+    PredictOptions,
+)
+from snugtune.config import (
+    DEFAULT_BATCH_SIZE,
+    PhaseConfig,
+    TrainConfig,
+    build_config,
+    default_phases,
+    validate,
+    validate_phase,
+)
+from snugtune.data import write_animal_mnist
+from snugtune.errors import ConfigError
+from snugtune.export import TOLERANCE, export_run
+from snugtune.infer import evaluate_run
+from snugtune.infer import predict as predict_files
+from snugtune.memory import build_model, estimate_memory, get_gpu_profile
+from snugtune.planner import auto_precision
+from snugtune.rundir import RunDir
+from snugtune.step import plan_device
+from snugtune.units import parse_bytes
+
+__all__ = ["demo", "evaluate", "export", "memory", "plan", "predict", "train"]
+
+
+def run_config(args: argparse.Namespace, data: str, out: str | None = None) -> TrainConfig:
+    """The settings of a run from ``--config`` and the flags given (all problems at once)."""
+    overrides: dict[str, Any] = {**given(args, RUN_FIELDS), "data": data}
+    if out is not None and "out" not in overrides:
+        overrides["out"] = out
+    overrides["augment"] = _augment(args.augment or [])
+    phases = {"*": given(args, PHASE_FIELDS)}
+    phases.update({ph.name: given(args, PHASE_FIELDS, prefix=ph.name) for ph in default_phases()})
+    overrides["phase_overrides"] = {k: v for k, v in phases.items() if v}
+    return build_config(args.config, overrides)
+
+
+def _augment(items: list[str]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    bad = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            bad.append(f"--augment: {item!r} must be KEY=VALUE, e.g. rotation_range=20")
+            continue
+        out[key.strip()] = yaml.safe_load(value)  # numbers, booleans, lists; never code
+    if bad:
+        raise ConfigError(bad)
+    return out or None
+
+
+def _budget(args: argparse.Namespace) -> int | None:
+    try:
+        return parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    except ValueError as e:
+        raise ConfigError(f"--gpu-memory: {e}") from None
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return options(args, Output).json
+
+
+def train(args: argparse.Namespace) -> int:
+    if args.resume:
+        result = recipe.resume(args.resume)
+    else:
+        if not args.data:
+            raise ConfigError("DATA: give an image folder to train on, or --resume RUN")
+        result = recipe.train(run_config(args, args.data))
+    if result.rank != 0:
+        return 0  # under torchrun only rank 0 reports
+    if _json(args):
+        _print_json(result.summary.to_dict())
+        return 0
+    acc = result.best_val_accuracy
+    print(f"best val accuracy: {acc:.4f}" if acc is not None else "no validation split")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    opts = options(args, DemoOptions)
+    data = write_animal_mnist(opts.data_dir, per_class=opts.per_class)
+    cfg = run_config(args, str(data), out="runs/demo")
+    run = RunDir(cfg.out)
+    if run.path.exists() and (opts.fresh or not run.summary.exists()):
+        shutil.rmtree(run.path)  # a half-finished demo is restarted rather than resumed
+    elif run.summary.exists():
+        print(f"{run.path} already holds a finished demo run; pass --fresh to train again")
+        print(f"report: {run.report_md}")
+        return 0
+    result = recipe.train(cfg)
+    acc = result.best_val_accuracy or 0.0
+    print(f"demo: {len(result.classes)} classes, best val accuracy {acc:.4f}, "
+          f"{result.summary.total_seconds or 0:.0f} s")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    result = recipe.plan_folder(run_config(args, args.data))
+    if args.out:
+        result.save(RunDir(args.out).plan)
+    if _json(args):
+        _print_json(result.to_dict())
+    else:
+        render.plan(result)
+    return 0
+
+
+def memory(args: argparse.Namespace) -> int:
+    gpu_name = args.gpu or "auto"
+    cfg = TrainConfig(data="-", **given(args, ("batch_size", "resolution", "precision", "device")))
+    phase = PhaseConfig(name="memory", epochs=1, lr=1e-3,
+                        **{"trainable": "all", **given(args, ("trainable", "optimizer", "weight_decay"))})
+    opts = options(args, MemoryOptions)
+    problems = validate(cfg) + validate_phase(phase, flag)
+    if opts.classes < 1:
+        problems.append(f"--classes: {opts.classes} must be an integer >= 1")
+    if problems:
+        raise ConfigError(problems)
+    device = plan_device(cfg.device, gpu_name)
+    gpu = get_gpu_profile(gpu_name)
+    model = build_model(args.model, opts.classes)
+    report = estimate_memory(
+        args.model, batch=cfg.batch_size, res=cfg.resolution or model.preprocessing.size,
+        classes=opts.classes,
+        precision=cfg.precision if cfg.precision != "auto" else auto_precision(device, gpu),
+        optimizer=phase.optimizer, trainable=phase.trainable, checkpointing=opts.checkpointing,
+        channels_last=opts.channels_last, device=device, gpu=gpu,
+        weight_decay=phase.weight_decay)
+    if _json(args):
+        _print_json(report.to_dict())
+    else:
+        render.memory(report)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    report = evaluate_run(args.run, args.data, **_inference(args), workers=args.workers)
+    if _json(args):
+        _print_json(report.to_dict())
+    else:
+        render.evaluation(report)
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    preds = predict_files(args.run, args.files, top_k=options(args, PredictOptions).top_k,
+                          **_inference(args))
+    if _json(args):
+        _print_json([p.to_dict() for p in preds])
+        return 0
+    for p in preds:
+        tops = ", ".join(f"{lab} {prob:.3f}" for lab, prob in zip(p.labels, p.probabilities, strict=True))
+        print(f"{p.path}: {tops}")
+    return 0
+
+
+def _inference(args: argparse.Namespace) -> dict[str, Any]:
+    """``device``, ``batch_size`` and ``gpu_memory`` of evaluate/predict, validated."""
+    values = given(args, INFERENCE_FIELDS)
+    probe = replace(TrainConfig(data="-"), **{k: v for k, v in values.items() if k != "gpu_memory"})
+    problems = [p for p in validate(probe) if p.startswith(("--device", "--batch-size"))]
+    if problems:
+        raise ConfigError(problems)
+    return {"device": probe.device, "batch_size": values.get("batch_size", DEFAULT_BATCH_SIZE),
+            "gpu_memory": _budget(args)}
+
+
+def export(args: argparse.Namespace) -> int:
+    opts = options(args, ExportOptions)
+    result = export_run(args.run, opts.format, opts.output)
+    if _json(args):
+        _print_json(result.to_dict())
+        return 0
+    print(f"{result.path} ({result.format})")
+    print(f"model card: {result.card_path}")
+    print(f"checked on {result.checked_on} {result.inputs_source} images: max |logit difference| "
+          f"{result.max_abs_diff:.2g} (tolerance {TOLERANCE:g})", file=sys.stdout)
+    return 0

@@ -1,0 +1,190 @@
+"""The ``snugtune`` command line, generated from the settings' dataclasses.
+
+A setting has one flag, one help text (its field's docstring) and one default in every command
+that takes it: ``--batch-size`` is the same in ``train``, ``plan``, ``memory``, ``evaluate`` and
+``predict``. Options that belong to one command only are dataclass fields here. Building the
+parser imports no torch, so ``snugtune --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+
+from snugtune.cli.flags import add_fields, field_help
+from snugtune.config import EXPORT_FORMATS, AugmentConfig, PhaseConfig, TrainConfig, default_phases
+
+__all__ = ["PHASE_FIELDS", "RUN_FIELDS", "build_parser"]
+
+#: TrainConfig fields with a flag of their own (data is positional; augment takes KEY=VALUE;
+#: phases come from YAML, their settings from the phase flags).
+RUN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("data", "augment", "phases"))
+#: PhaseConfig fields: ``--NAME`` sets every phase, ``--PHASE-NAME`` one phase.
+PHASE_FIELDS = tuple(f.name for f in fields(PhaseConfig) if f.name != "name")
+INFERENCE_FIELDS = ("device", "batch_size", "gpu_memory")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of ``train``, ``plan`` and ``demo`` besides the settings."""
+
+    config: str | None = field(default=None, metadata={"metavar": "YAML"})
+    """A YAML file of settings; flags override it."""
+    resume: str | None = field(default=None, metadata={"metavar": "RUN"})
+    """Continue the stopped run in this folder, with its saved settings."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command prints its result."""
+
+    json: bool = False
+    """Print the result as JSON."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Options of ``demo``."""
+
+    data_dir: str = "demo_data/animal_mnist"
+    """Where to write the Animal-MNIST images."""
+    per_class: int | None = None
+    """Images per class (default: all 1,000)."""
+    fresh: bool = False
+    """Delete an existing demo run first."""
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Options of ``memory`` besides the settings."""
+
+    classes: int = 1000
+    """Output classes of the new head."""
+    checkpointing: bool = False
+    """Checkpoint every block (recompute activations in backward)."""
+    channels_last: bool = False
+    """NHWC memory format."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Options of ``predict``."""
+
+    top_k: int = 1
+    """Classes to list per image."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of ``export``."""
+
+    format: str = field(default="onnx", metadata={"choices": EXPORT_FORMATS, "aliases": ("-f",)})
+    """onnx (onnxruntime), pt2 (a torch.export program) or safetensors (the weights)."""
+    output: str | None = field(default=None, metadata={"metavar": "FILE", "aliases": ("-o",)})
+    """File to write (default: RUN/export/model.onnx, model.pt2 or model.safetensors)."""
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _augment_help() -> str:
+    keys = ", ".join(f.name for f in fields(AugmentConfig) if f.name != "rescale")
+    return f"Keras-style augmentation setting as KEY=VALUE, repeatable; keys: {keys}"
+
+
+def _add_run_settings(p: argparse.ArgumentParser) -> None:
+    """Every setting of a run: the flags of ``train``, ``plan`` and ``demo``."""
+    add_fields(p, RunOptions, ["config"])
+    data = p.add_argument_group("data, model and device")
+    add_fields(data, TrainConfig, RUN_FIELDS)
+    data.add_argument("--augment", action="append", metavar="KEY=VALUE", help=_augment_help())
+    every = p.add_argument_group("recipe: every phase")
+    add_fields(every, PhaseConfig, PHASE_FIELDS)
+    names = [ph.name for ph in default_phases()]
+    one = p.add_argument_group(
+        "recipe: one phase",
+        " and ".join(f"--{n}-SETTING" for n in names) + " set any recipe setting above for "
+        "that phase only, e.g. --head-epochs 3 --finetune-trainable top:4 --finetune-lr 1e-4")
+    for name in names:
+        add_fields(one, PhaseConfig, PHASE_FIELDS, prefix=name, show_help=False)
+    add_fields(p, Output, ["json"])
+
+
+def _train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a pretrained backbone on a class-folder tree",
+                       description="Train a classifier on DATA (a folder of class sub-folders).")
+    p.add_argument("data", nargs="?", help=field_help(TrainConfig)["data"])
+    add_fields(p, RunOptions, ["resume"])
+    _add_run_settings(p)
+
+
+def _plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="plan micro-batch, precision and checkpointing within a memory budget",
+        description="Scan DATA, then choose per training phase the fastest configuration whose "
+                    "predicted peak memory fits --gpu-memory. With --out, also write OUT/plan.json.")
+    p.add_argument("data", help=field_help(TrainConfig)["data"])
+    _add_run_settings(p)
+
+
+def _demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train on the bundled Animal-MNIST data, offline",
+                       description="Write Animal-MNIST as class folders and train on them "
+                                   "(run folder: runs/demo unless --out says otherwise).")
+    add_fields(p, DemoOptions, _names(DemoOptions))
+    _add_run_settings(p)
+
+
+def _memory(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "memory", help="predict a training step's peak memory, by term",
+        description="Simulate two training steps and an evaluation step of MODEL on fake "
+                    "tensors (no GPU needed) and explain the predicted peak memory. The step "
+                    "trains every block unless --trainable says otherwise.")
+    p.add_argument("model", help=field_help(TrainConfig)["model"])
+    add_fields(p, TrainConfig, ("batch_size", "resolution", "precision", "device", "gpu"))
+    add_fields(p, PhaseConfig, ("trainable", "optimizer", "weight_decay"))
+    add_fields(p, MemoryOptions, _names(MemoryOptions))
+    add_fields(p, Output, ["json"])
+
+
+def _evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix")
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("data", nargs="?", help="class-folder tree (default: the run's validation split)")
+    add_fields(p, TrainConfig, (*INFERENCE_FIELDS, "workers"))
+    add_fields(p, Output, ["json"])
+
+
+def _predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with a trained run or an exported ONNX model")
+    p.add_argument("run", help="a finished run folder, or an exported .onnx file (run by "
+                               "onnxruntime; its card FILE.onnx.json must be beside it)")
+    p.add_argument("files", nargs="+", help="image files, or folders of them (searched recursively)")
+    add_fields(p, TrainConfig, INFERENCE_FIELDS)
+    add_fields(p, PredictOptions, _names(PredictOptions))
+    add_fields(p, Output, ["json"])
+
+
+def _export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a trained run as ONNX, a torch.export program or safetensors",
+        description="Export RUN's model plus a model card FILE.json beside it. The exported file "
+                    "is loaded back and compared with PyTorch on the run's validation images "
+                    "(max |logit difference| <= 1e-4) before it is written.")
+    p.add_argument("run", help="a finished run folder")
+    add_fields(p, ExportOptions, _names(ExportOptions))
+    add_fields(p, Output, ["json"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``snugtune`` parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="snugtune", description="Fine-tune pretrained image classifiers within the memory "
+                                     "and the time you have.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train, _plan, _memory, _evaluate, _predict, _export, _demo):
+        add(sub)
+    return parser

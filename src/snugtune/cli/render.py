@@ -1,0 +1,102 @@
+"""Tables for people (rich), narrow enough for an 80-column terminal.
+
+A plan is shown transposed (one row per setting, one column per phase), so it fits however
+many settings it has; headers are short words that are never cut.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from snugtune.memory import MemoryReport
+from snugtune.planner import Plan
+from snugtune.report import ClassificationReport
+from snugtune.units import format_bytes
+
+__all__ = ["evaluation", "memory", "plan"]
+
+_TERMS = (
+    ("parameters", "parameters (weights, buffers)"),
+    ("gradients", "gradients"),
+    ("optimizer_state", "optimizer state"),
+    ("activations", "activations saved for backward"),
+    ("temporaries", "temporaries"),
+    ("autocast_copies", "autocast weight copies"),
+    ("input", "input batch"),
+    ("workspace", "cuBLAS/cuDNN/oneDNN workspace"),
+    ("allocator_reserve", "caching-allocator reserve"),
+    ("cuda_context", "CUDA context"),
+)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def plan(p: Plan, console: Console | None = None) -> None:
+    """The plan: what it was made for, then each phase's settings side by side."""
+    console = console or _console()
+    budget = format_bytes(p.budget_bytes) if p.budget_bytes else "no budget"
+    console.print(f"{p.model} at {p.resolution} px, {p.num_classes} classes, {p.num_train} "
+                  f"training images, batch {p.batch_size}, {p.device} ({p.gpu}), {budget}")
+    table = Table(show_header=True)
+    table.add_column("setting", no_wrap=True)
+    for ph in p.phases:
+        table.add_column(ph.phase, overflow="fold")
+    rows = {
+        "trains": [ph.trainable for ph in p.phases],
+        "micro-batch": [f"{ph.micro_batch} x {ph.accumulation}" for ph in p.phases],
+        "precision": [ph.precision for ph in p.phases],
+        "checkpointed": [",".join(map(str, ph.checkpointing)) or "-" for ph in p.phases],
+        "channels-last": ["yes" if ph.channels_last else "no" for ph in p.phases],
+        "feature cache": ["yes" if ph.feature_cache else "no" for ph in p.phases],
+        "peak": [format_bytes(ph.predicted_peak_bytes) for ph in p.phases],
+        "of budget": [f"{100 * ph.utilisation:.0f}%" if ph.utilisation is not None else "-"
+                      for ph in p.phases],
+        "limited by": [ph.limited_by for ph in p.phases],
+    }
+    for name, values in rows.items():
+        table.add_row(name, *values)
+    console.print(table)
+
+
+def memory(r: MemoryReport, console: Console | None = None) -> None:
+    """A step's predicted peak by term, then the layers holding the most activations."""
+    console = console or _console()
+    console.print(f"{r.model}, batch {r.batch}, {r.res} px, {r.precision}, {r.optimizer}, "
+                  f"trains {r.trainable}, on {r.device}" + (f" ({r.gpu})" if r.device == "cuda" else ""))
+    table = Table()
+    table.add_column("term")
+    table.add_column("at the peak", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
+    total = r.predicted_peak_bytes
+    for key, label in _TERMS:
+        value = r.breakdown.get(key, 0)
+        if value:
+            table.add_row(label, format_bytes(value), f"{100 * value / max(1, total):.1f}%")
+    table.add_row("predicted peak", format_bytes(total), "100.0%", style="bold")
+    console.print(table)
+    console.print(f"peak during {r.peak_phase}; tensors alone {format_bytes(r.tensor_peak_bytes)}, "
+                  f"evaluation step {format_bytes(r.eval_peak_bytes)}")
+    if r.top_layers:
+        top = Table(title="layers holding the most activations at the peak")
+        top.add_column("module", overflow="fold")
+        top.add_column("bytes", justify="right", no_wrap=True)
+        for module, nbytes in r.top_layers[:8]:
+            top.add_row(module, format_bytes(nbytes))
+        console.print(top)
+
+
+def evaluation(report: ClassificationReport, console: Console | None = None) -> None:
+    """Accuracy, macro F1, then precision, recall, F1 and support per class."""
+    console = console or _console()
+    console.print(f"accuracy {report.accuracy:.4f}, macro F1 {report.macro_f1():.4f} on "
+                  f"{report.num_samples} images")
+    table = Table()
+    table.add_column("class", overflow="fold")
+    for col in ("precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for m in report.per_class:
+        table.add_row(m.name, f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
+    console.print(table)

@@ -1,0 +1,137 @@
+"""Validation of a built ``TrainConfig``: every problem at once, each naming the fix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from snugtune.config.settings import (
+    CLASS_WEIGHTS,
+    DEVICES,
+    FILL_MODES,
+    MONITORS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    AugmentConfig,
+    PhaseConfig,
+    TrainConfig,
+    parse_trainable,
+)
+
+__all__ = ["flag_name", "validate", "validate_phase"]
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _check(problems: list[str], ok: bool, msg: str) -> None:
+    if not ok:
+        problems.append(msg)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML `yes` is True, an int
+
+
+def _bool_problems(obj: Any, names: tuple[str, ...], key: Callable[[str], str]) -> list[str]:
+    return [f"{key(n)}: {getattr(obj, n)!r} must be true or false"
+            for n in names if not isinstance(getattr(obj, n), bool)]
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Every problem of ``cfg``, each naming the flag or key, the bad value and the fix."""
+    p: list[str] = []
+    _check(p, _int(cfg.batch_size) and cfg.batch_size >= 1,
+           f"--batch-size: {cfg.batch_size!r} must be an integer >= 1; use e.g. 32")
+    _check(p, _num(cfg.val_split) and 0 <= cfg.val_split < 1,
+           f"--val-split: {cfg.val_split!r} must be in [0, 1); use e.g. 0.2")
+    _check(p, cfg.resolution is None or (_int(cfg.resolution) and 16 <= cfg.resolution <= 2048),
+           f"--resolution: {cfg.resolution!r} must be an integer in [16, 2048]; use e.g. 224")
+    _check(p, _int(cfg.seed), f"--seed: {cfg.seed!r} must be an integer")
+    _check(p, cfg.workers is None or (_int(cfg.workers) and cfg.workers >= 0),
+           f"--workers: {cfg.workers!r} must be an integer >= 0")
+    _check(p, cfg.head_hidden is None or (_int(cfg.head_hidden) and cfg.head_hidden > 0),
+           f"--head-hidden: {cfg.head_hidden!r} must be a positive integer or omitted")
+    _check(p, _num(cfg.head_dropout) and 0 <= cfg.head_dropout < 1,
+           f"--head-dropout: {cfg.head_dropout!r} must be in [0, 1)")
+    for name, allowed in (("class_weights", CLASS_WEIGHTS), ("device", DEVICES), ("precision", PRECISIONS)):
+        v = getattr(cfg, name)
+        _check(p, v in allowed, f"{flag_name(name)}: {v!r} is not one of {', '.join(allowed)}")
+    _check(p, cfg.micro_batch is None or (_int(cfg.micro_batch) and cfg.micro_batch >= 1),
+           f"--micro-batch: {cfg.micro_batch!r} must be an integer >= 1")
+    _check(p, bool(cfg.phases), "phases: [] is empty; give at least one phase, e.g. "
+           "[{name: head, epochs: 5, lr: 1.0e-3}]")
+    names = [ph.name for ph in cfg.phases]
+    _check(p, len(set(map(str, names))) == len(names),
+           f"phases: names must be unique, got {names}; rename one")
+    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress"), flag_name))
+    p.extend(_validate_augment(cfg.augment))
+    for ph in cfg.phases:
+        p.extend(validate_phase(ph))
+    return p
+
+
+def _validate_augment(a: AugmentConfig) -> list[str]:
+    p: list[str] = []
+    pre = "augment."
+    _check(p, a.rescale is None or (_num(a.rescale) and abs(a.rescale * 255 - 1) < 1e-3),
+           f"{pre}rescale: {a.rescale!r} unsupported; inputs are scaled to [0, 1] and normalised "
+           "with the backbone's mean/std, so leave it unset (or 1/255)")
+    for name in ("rotation_range", "shear_range"):
+        v = getattr(a, name)
+        _check(p, _num(v) and 0 <= v <= 180, f"{pre}{name}: {v!r} must be degrees in [0, 180]")
+    for name in ("width_shift_range", "height_shift_range", "zoom_range", "color_jitter",
+                 "random_erasing"):
+        v = getattr(a, name)
+        _check(p, _num(v) and 0 <= v < 1, f"{pre}{name}: {v!r} must be in [0, 1)")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        v = getattr(a, name)
+        _check(p, _num(v) and v >= 0, f"{pre}{name}: {v!r} must be >= 0 (0 turns it off)")
+    br = a.brightness_range
+    _check(p, br is None or (isinstance(br, tuple) and len(br) == 2 and all(_num(x) for x in br)
+                             and 0 < br[0] <= br[1]),
+           f"{pre}brightness_range: {br!r} must be two numbers 0 < lo <= hi, e.g. [0.8, 1.2]")
+    _check(p, a.fill_mode in FILL_MODES,
+           f"{pre}fill_mode: {a.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
+    _check(p, _num(a.cval), f"{pre}cval: {a.cval!r} must be a number (the fill for fill_mode=constant)")
+    p.extend(_bool_problems(a, ("horizontal_flip", "vertical_flip"), lambda n: pre + n))
+    return p
+
+
+def validate_phase(ph: PhaseConfig, key: Callable[[str], str] | None = None) -> list[str]:
+    """Every problem of one phase's settings, each named by ``key(field)`` (by default the YAML
+    key ``phases.NAME.field``; a command with flags for them names the flags)."""
+    key = key or (lambda n: f"phases.{ph.name}.{n}")
+    p: list[str] = []
+    _check(p, _int(ph.epochs) and ph.epochs >= 0,
+           f"{key('epochs')}: {ph.epochs!r} must be an integer >= 0")
+    _check(p, _num(ph.lr) and 0 < ph.lr < 10, f"{key('lr')}: {ph.lr!r} must be in (0, 10); use e.g. 1e-3")
+    try:
+        parse_trainable(ph.trainable)
+    except ValueError as e:
+        p.append(f"{key('trainable')}: {e}")
+    for name in ("backbone_lr_ratio", "layer_decay"):
+        v = getattr(ph, name)
+        _check(p, _num(v) and 0 < v <= 1, f"{key(name)}: {v!r} must be in (0, 1]")
+    _check(p, _num(ph.weight_decay) and ph.weight_decay >= 0, f"{key('weight_decay')}: {ph.weight_decay!r} must be >= 0")
+    _check(p, _num(ph.label_smoothing) and 0 <= ph.label_smoothing < 1,
+           f"{key('label_smoothing')}: {ph.label_smoothing!r} must be in [0, 1)")
+    _check(p, _num(ph.warmup_epochs) and ph.warmup_epochs >= 0,
+           f"{key('warmup_epochs')}: {ph.warmup_epochs!r} must be >= 0")
+    _check(p, ph.optimizer in OPTIMIZERS, f"{key('optimizer')}: {ph.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    _check(p, ph.schedule in SCHEDULES, f"{key('schedule')}: {ph.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    _check(p, ph.monitor in MONITORS, f"{key('monitor')}: {ph.monitor!r} is not one of {', '.join(MONITORS)}")
+    _check(p, ph.patience is None or (_int(ph.patience) and ph.patience >= 1),
+           f"{key('patience')}: {ph.patience!r} must be an integer >= 1 or null (no early stopping)")
+    _check(p, _num(ph.momentum) and 0 <= ph.momentum < 1,
+           f"{key('momentum')}: {ph.momentum!r} must be a number in [0, 1), e.g. 0.9")
+    p.extend(_bool_problems(ph, ("restore_best", "train_bn"), key))
+    return p

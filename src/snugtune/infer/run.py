@@ -1,0 +1,130 @@
+"""Use a trained run: load it, classify images, evaluate it on a folder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from snugtune.config import DEFAULT_BATCH_SIZE
+from snugtune.data import ImageDataset, Sample, eval_transform, make_loader, scan_folder
+from snugtune.errors import CheckpointError, DataError, ImageLoadError
+from snugtune.infer.onnx import OnnxModel, is_onnx_model
+from snugtune.infer.predictions import Prediction, image_files, top_k_predictions
+from snugtune.memory import PeakMeter
+from snugtune.models import Classifier, build_classifier
+from snugtune.report import ClassificationReport, classification_report, read_model_card
+from snugtune.rundir import RunDir
+from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
+
+__all__ = ["evaluate_run", "load_run", "predict", "predict_samples"]
+
+log = logging.getLogger(__name__)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """The trained classifier of a run (eval mode) and its model card.
+
+    Raises:
+        CheckpointError: the run has no finished model.
+    """
+    run = RunDir(run_dir)
+    if not run.card.exists() or not run.weights.exists():
+        raise CheckpointError(f"{run.path} holds no finished model (model_card.json + "
+                              "model.safetensors); finish it with snugtune train --resume")
+    card: dict[str, Any] = dict(read_model_card(run.card))
+    head = card.get("head") or {}
+    model = build_classifier(str(card.get("model") or card["backbone"]), int(card["num_classes"]),
+                             weights="none", head_hidden=head.get("hidden"),
+                             head_dropout=float(head.get("dropout", 0.0)))
+    model.load_state_dict(load_file(str(run.weights)))
+    return model.to(device).eval(), card
+
+
+def predict_samples(
+    model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+    gpu_memory: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(N, C) probabilities and (N,) labels over ``samples``.
+
+    Batches that run out of memory are halved and retried; ``gpu_memory`` (bytes) enforces a
+    budget as training does (``memory.PeakMeter``: the CUDA allocator capped, or the CPU's
+    virtual device).
+    """
+    dev = torch.device(device)
+    ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
+    ctx = StepContext(device=dev, num_classes=model.head.num_classes)
+    with PeakMeter(dev, budget_bytes=gpu_memory):
+        _, probs, labels, micro = evaluate(model, loader, ctx, eval_micro_batch(dev, batch_size))
+    if micro.recoveries:
+        log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)
+    return probs, labels
+
+
+def evaluate_run(
+    run_dir: str | Path, data: str | Path | None = None, *, device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, gpu_memory: int | None = None,
+) -> ClassificationReport:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a run.
+
+    ``data`` None evaluates the run's own held-out validation split; otherwise a class-folder
+    tree whose class names must be among the run's classes. ``gpu_memory``: a memory budget
+    in bytes (see ``predict_samples``).
+    """
+    dev = resolve_device(device)
+    model, card = load_run(run_dir, dev)
+    classes = list(card["classes"])
+    if data is None:
+        split = RunDir(run_dir).read_split()
+        if split is None or not split[1]:
+            raise DataError(f"{run_dir} has no validation split; pass a DATA folder to evaluate on")
+        samples: Sequence[Sample] = [Sample(path=p, label=k) for p, k in split[1]]
+    else:
+        samples = _samples_by_name(data, classes)
+    probs, labels = predict_samples(model, samples, card["preprocessing"], device=dev,
+                                    batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
+    return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
+
+
+def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
+    scan = scan_folder(data)
+    unknown = [c for c in scan.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{data}: classes {unknown} were not trained (the run knows {classes}); "
+                        "evaluate on a folder with the same class names")
+    pool = list(scan.samples) + list(scan.val_samples or ())
+    return [Sample(path=s.path, label=classes.index(scan.classes[s.label])) for s in pool]
+
+
+def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
+            device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+            gpu_memory: int | None = None) -> list[Prediction]:
+    """Top-k predictions for each image file (a bad file raises ``DataError`` naming it).
+
+    A folder in ``files`` stands for the image files under it (sorted; hidden entries skipped).
+    Files are classified in batches, under the same budget guard as ``evaluate_run``
+    (``gpu_memory`` in bytes; see ``predict_samples``). ``run_dir`` may also be an exported
+    ``.onnx`` file with its card ``FILE.onnx.json`` beside it: onnxruntime then runs it on the
+    CPU (``device`` and ``gpu_memory`` do not apply).
+    """
+    if is_onnx_model(run_dir):  # the model is checked before the files
+        return OnnxModel(run_dir).predict(image_files(files), top_k=top_k, batch_size=batch_size)
+    dev = resolve_device(device)
+    model, card = load_run(run_dir, dev)
+    classes = list(card["classes"])
+    samples = [Sample(path=f, label=0) for f in image_files(files)]
+    # No worker processes: a file that cannot be read raises its own one-line DataError here
+    # (a worker would re-raise it wrapped in its traceback).
+    try:
+        probs, _ = predict_samples(model, samples, card["preprocessing"], device=dev,
+                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory)
+    except ImageLoadError as e:  # its own text is about training, which skips such files
+        raise DataError(f"cannot classify {e.path!r}: {e.reason}") from None
+    return top_k_predictions([s.path for s in samples], probs, classes, top_k)

@@ -1,0 +1,373 @@
+"""The fine-tuning recipe, top to bottom: ``train(cfg)``, and ``resume(run_dir)`` after a stop.
+
+::
+
+    setup     scan and split the folder, build the model, choose the input size      (setup)
+    plan      per phase: micro-batch, precision, checkpointing, feature cache         (planner)
+    phases    per phase: its inputs (images or cached features), then epochs of
+              train_step + evaluate, early stopping and a checkpoint every epoch      (step)
+    outputs   weights, model card, evaluation, plots, summary, report                 (outputs)
+
+Where the run stands is data: a frozen ``RunState`` (saved in every checkpoint) that only this
+module replaces, epoch by epoch; each phase ends as a ``PhaseResult``, the run as a
+``RunSummary``. Randomness is a pure function of the seed, the phase and the epoch, so on the
+CPU with ``--deterministic`` a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from snugtune._version import __version__
+from snugtune.config import PhaseConfig, TrainConfig
+from snugtune.data import make_loader
+from snugtune.errors import CheckpointError
+from snugtune.memory import PeakMeter, held_tensors, sampled_step
+from snugtune.models import build_classifier, resolve_backbone
+from snugtune.planner import PhasePlan
+from snugtune.recipe.checkpoint import load_checkpoint, save_checkpoint
+from snugtune.recipe.distributed import (
+    ShardedBatches,
+    World,
+    begin_step,
+    restarted_by_torchrun,
+    session,
+    sharded_loader,
+)
+from snugtune.recipe.inputs import PhaseInputs, phase_inputs
+from snugtune.recipe.outputs import write_outputs
+from snugtune.recipe.progress import progress
+from snugtune.recipe.sampler import EpochSampler, epoch_seed
+from snugtune.recipe.setup import Setup, choose_resolution, class_weights, plan_phases, prepare_data
+from snugtune.recipe.state import PhaseProgress, RunState
+from snugtune.report import MetricsLog
+from snugtune.results import EpochResult, PhaseResult, RunSummary
+from snugtune.rundir import RunDir
+from snugtune.step import (
+    MicroBatch,
+    Stats,
+    StepContext,
+    build_optimizer,
+    build_scheduler,
+    eval_micro_batch,
+    evaluate,
+    grad_scaler,
+    local_batch,
+    param_groups,
+    resolve_device,
+    train_step,
+)
+
+__all__ = ["TrainResult", "resume", "run_epoch", "train"]
+
+log = logging.getLogger(__name__)
+
+Checkpoint = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced (``rank``: only rank 0 of a data-parallel run wrote it)."""
+
+    run_dir: Path
+    summary: RunSummary
+    rank: int = 0
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        return self.summary.best_val_accuracy
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.summary.classes
+
+    @property
+    def report_path(self) -> Path:
+        return RunDir(self.run_dir).report_md
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train a classifier as configured; refuses to overwrite a run that has a checkpoint.
+
+    Raises:
+        CheckpointError: ``cfg.out`` already holds a run (use ``resume``), or another process
+            is training into it.
+    """
+    run = RunDir(cfg.out)
+    if run.holds_run():
+        if restarted_by_torchrun() and run.config.exists():
+            log.info("restarted by torchrun: resuming %s", run.path)
+            return resume(run.path)
+        raise CheckpointError(f"{run.path} already holds a run; continue it with --resume "
+                              f"{run.path} or choose another --out")
+    resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
+    with session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main):
+        if world.is_main:
+            run.start(cfg)
+        return _run(cfg, run, world, checkpoint=None)
+
+
+def resume(run_dir: str | Path) -> TrainResult:
+    """Continue a stopped run from its newest checkpoint, with its saved configuration.
+
+    Raises:
+        CheckpointError: no run or no readable checkpoint there, or another process is
+            training into it.
+    """
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    with session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main):
+        return _run(cfg, run, world, checkpoint=load_checkpoint(run.checkpoints))
+
+
+def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None) -> TrainResult:
+    started = time.perf_counter()
+    setup, state = _setup(cfg, run, world, checkpoint)
+    metrics: MetricsLog | _NoMetrics = MetricsLog(run) if world.is_main else _NoMetrics()
+    metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
+    with contextlib.closing(metrics):
+        while state.phase_index < len(cfg.phases):
+            resuming = checkpoint if checkpoint and checkpoint.get("optimizer") else None
+            state = _train_phase(cfg, run, setup, state, metrics, resuming)
+            checkpoint = None
+    state = replace(state, total_seconds=state.total_seconds + time.perf_counter() - started)
+    summary = world.from_main(lambda: write_outputs(run, cfg, setup, state, metrics.rows))
+    return TrainResult(run.path, summary, rank=world.rank)
+
+
+# ---------------------------------------------------------------- setup and plan
+
+
+def _setup(cfg: TrainConfig, run: RunDir, world: World,
+           checkpoint: Checkpoint | None) -> tuple[Setup, RunState]:
+    """The data, the model (restored from ``checkpoint``), its input size, the plan."""
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)  # the new head's initial weights
+    data = world.from_main(lambda: prepare_data(cfg, run))
+    model = build_classifier(cfg.model, len(data.classes), weights=cfg.weights,
+                             head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout)
+    state, resolution = RunState(), choose_resolution(cfg.resolution, model.preprocessing,
+                                                      data.scan.median_size)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        state, resolution = RunState.from_dict(checkpoint["run"]), int(checkpoint["resolution"])
+        log.info("resuming %s at phase %d, epoch %d", run.path, state.phase_index + 1,
+                 state.phase.epoch + 1)
+    model.to(world.device)
+    plan = world.from_main(lambda: plan_phases(cfg, model, data, resolution, world.device,
+                                               world.world_size, run))  # the budget is per device
+    return Setup(data, model, resolution, plan, world), state
+
+
+# ---------------------------------------------------------------- one phase
+
+
+def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
+                 metrics: MetricsLog | _NoMetrics, checkpoint: Checkpoint | None) -> RunState:
+    """Train the current phase from where ``state`` says to its end; the state after it."""
+    index = state.phase_index
+    phase, plan, world, model = cfg.phases[index], setup.plan.phases[index], setup.world, setup.model
+    batch = local_batch(cfg.batch_size, len(setup.data.train), world.world_size)
+    if phase.epochs == 0:  # nothing to train, no inputs (a frozen phase would fill the cache)
+        state = state.next_phase(_result(phase, plan, state.phase, MicroBatch(plan.micro_batch),
+                                         batch, None, None))
+        _save(run, setup, state, best=None)
+        return state
+
+    # the plan's depth (a budget may have frozen more than the phase asked), its layout
+    model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
+    model.set_checkpointing(plan.checkpointing)
+    model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+    inputs = world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
+        cfg, model, setup.data, setup.resolution, plan, world.device, run))
+    ctx = StepContext(device=world.device, num_classes=len(setup.data.classes),
+                      label_smoothing=phase.label_smoothing, class_weights=class_weights(cfg, setup.data),
+                      precision=plan.precision, channels_last=plan.channels_last, mixer=inputs.mixer)
+    micro = state.phase.micro or MicroBatch(plan.micro_batch)
+    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, plan.trainable,
+             micro.size, micro.accumulation(batch), plan.precision, phase.epochs)
+
+    workers = cfg.workers if inputs.workers is None else inputs.workers
+    sampler = world.epoch_sampler(len(inputs.train), cfg.batch_size)  # type: ignore[arg-type]
+    loader = _train_loader(cfg, inputs, sampler, workers, world)
+    val_loader = None if not inputs.val or len(inputs.val) == 0 else make_loader(  # type: ignore[arg-type]
+        world.val_shard(inputs.val), batch_size=cfg.batch_size * 2, workers=workers,
+        device=world.device.type)  # one per phase: its workers persist
+    module = world.wrap(inputs.module)  # DDP when data-parallel
+    optimizer = build_optimizer(param_groups(model.head, model.blocks, model.backbone, phase),
+                                phase, world.device.type)
+    scheduler = build_scheduler(optimizer, phase, max(1, len(loader)))
+    scaler = grad_scaler(plan.precision, world.device)
+    best: dict[str, Tensor] | None = None
+    if checkpoint is not None:  # resumed inside this phase
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if scaler is not None and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        best = checkpoint.get("best")
+
+    meter = PeakMeter(world.device, budget_bytes=cfg.gpu_memory)
+    with meter:
+        while state.phase.epoch < phase.epochs and not state.phase.stopped_early:
+            seed = epoch_seed(cfg.seed, index, state.phase.epoch)
+            sampler.seed = seed
+            torch.manual_seed(seed)  # dropout, MixUp: a pure function of (seed, phase, epoch)
+            epoch = run_epoch(inputs.module, module, optimizer, scheduler, loader, val_loader, ctx,
+                              micro, scaler=scaler, setup=setup, meter=meter, state=state,
+                              phase=phase, show=cfg.progress and world.is_main)
+            micro = epoch.micro
+            progress_ = state.phase.after_epoch(
+                phase, epoch.val or epoch.train, seconds=epoch.seconds,
+                train_seconds=epoch.train_seconds, samples=epoch.train.seen, micro=micro)
+            if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
+                # a host copy: a second set of weights on the device would count against the budget
+                best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if progress_.stopped_early:
+                log.info("phase %s: early stop after epoch %d (%s did not improve for %d epochs)",
+                         phase.name, progress_.epoch, phase.monitor, progress_.bad_epochs)
+            state = replace(state, phase=progress_, global_epoch=state.global_epoch + 1)
+            metrics.append(_epoch_row(phase, state, epoch, optimizer, batch).to_dict())
+            _save(run, setup, state, best=best, optimizer=optimizer.state_dict(),
+                  scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None)
+
+    if phase.restore_best and best is not None and state.phase.best_epoch >= 0:
+        model.load_state_dict(best)
+        log.info("phase %s: restored the best weights (epoch %d)", phase.name,
+                 state.phase.best_epoch + 1)
+    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, inputs, meter))
+    _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
+    return state
+
+
+def _train_loader(cfg: TrainConfig, inputs: PhaseInputs, sampler: EpochSampler | ShardedBatches,
+                  workers: int | None, world: World) -> DataLoader[Any]:
+    if isinstance(sampler, ShardedBatches):
+        return sharded_loader(inputs.train, sampler, workers=workers, seed=cfg.seed,
+                              device=world.device.type)
+    return make_loader(inputs.train, batch_size=cfg.batch_size, sampler=sampler, workers=workers,
+                       seed=cfg.seed, device=world.device.type)
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    train: Stats
+    val: Stats | None
+    micro: MicroBatch
+    seconds: float
+    train_seconds: float
+
+
+def run_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader[Any],
+              val_loader: DataLoader[Any] | None, ctx: StepContext, micro: MicroBatch, *,
+              scaler: torch.amp.GradScaler | None, setup: Setup, meter: PeakMeter,
+              state: RunState, phase: PhaseConfig, show: bool) -> _Epoch:
+    """One epoch: a step per batch (the meter counts one step of a phase's first epoch), then
+    validation. ``net`` is what trains (the classifier, or its head on cached features),
+    ``module`` the same wrapped for data-parallel training (DDP) when there are peers."""
+    t0 = time.perf_counter()
+    model, world = setup.model, setup.world
+    model.train()
+    stats = Stats()
+    counted = sampled_step(len(loader)) if state.phase.epoch == 0 else -1
+    batches = progress(loader, desc=f"{phase.name} {state.phase.epoch + 1}/{phase.epochs}",
+                       enabled=show)
+    for step, (x, y) in enumerate(batches):
+        begin_step(module, y, ctx)
+        with (meter.sampling(held_tensors(model, optimizer)) if step == counted
+              else contextlib.nullcontext()):
+            step_stats, micro = train_step(module, optimizer, x, y, ctx, micro, step=step,
+                                           epoch=state.global_epoch + 1, scaler=scaler)
+        scheduler.step()
+        stats = stats + step_stats
+    world.broadcast_buffers(net)
+    train_s = time.perf_counter() - t0
+    val = None
+    if val_loader is not None:
+        val_stats, _, _, val_micro = evaluate(net, val_loader, ctx,
+                                              eval_micro_batch(ctx.device, micro.size))
+        if len(val_micro.recoveries) > len(micro.recoveries):  # evaluation ran out of memory
+            micro = MicroBatch(min(micro.size, val_micro.size), val_micro.recoveries)
+        model.train()
+        val = world.reduce_stats(val_stats)
+    return _Epoch(world.reduce_stats(stats), val, micro, time.perf_counter() - t0, train_s)
+
+
+def _epoch_row(phase: PhaseConfig, state: RunState, epoch: _Epoch,
+               optimizer: torch.optim.Optimizer, batch: int) -> EpochResult:
+    return EpochResult(
+        phase=phase.name, epoch=state.phase.epoch, global_epoch=state.global_epoch,
+        train_loss=epoch.train.loss, train_accuracy=epoch.train.accuracy,
+        val_loss=epoch.val.loss if epoch.val else None,
+        val_accuracy=epoch.val.accuracy if epoch.val else None,
+        lr=optimizer.param_groups[0]["lr"], seconds=round(epoch.seconds, 3),
+        images_per_s=round(epoch.train.seen / max(epoch.train_seconds, 1e-9), 2),
+        samples_seen=epoch.train.seen, micro_batch=epoch.micro.size,
+        accumulation=epoch.micro.accumulation(batch))
+
+
+# ---------------------------------------------------------------- results and checkpoints
+
+
+def _result(phase: PhaseConfig, plan: PhasePlan, progress_: PhaseProgress, micro: MicroBatch,
+            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None) -> PhaseResult:
+    st = progress_
+    return PhaseResult(
+        name=phase.name, trainable=plan.trainable, epochs_planned=phase.epochs,
+        epochs_run=st.epoch, stopped_early=st.stopped_early,
+        best_epoch=st.best_epoch + 1 if st.best_epoch >= 0 else None,
+        best_val_accuracy=st.best_val_accuracy, best_val_loss=st.best_val_loss,
+        seconds=round(st.seconds, 2),
+        images_per_s=round(st.samples / st.train_seconds, 2) if st.train_seconds else None,
+        samples_seen=st.samples, micro_batch=micro.size, accumulation=micro.accumulation(batch),
+        precision=plan.precision, checkpointing=plan.checkpointing,
+        channels_last=plan.channels_last, recoveries=micro.recoveries,
+        predicted_peak_bytes=plan.predicted_peak_bytes,
+        measured_peak_bytes=meter.peak_bytes if meter else None,
+        measured_reserved_bytes=meter.reserved_bytes if meter else None,
+        measured_entry_bytes=meter.entry_bytes if meter else None,  # held before step 1
+        budget_bytes=plan.budget_bytes, feature_cache=inputs.feature_cache if inputs else None,
+    )
+
+
+def _save(run: RunDir, setup: Setup, state: RunState, *, best: dict[str, Tensor] | None,
+          **resume: Any) -> None:
+    """A checkpoint of ``state``: one writer (rank 0), and every rank waits for it, so a rank
+    that dies after this point leaves this epoch's checkpoint, and a failed write stops all."""
+    payload = {
+        "model": setup.model.state_dict(), "best": best, "run": state.to_dict(),
+        "resolution": setup.resolution,
+        "versions": {"snugtune": __version__, "torch": str(torch.__version__),
+                     "python": platform.python_version()},
+        **resume,
+    }
+    setup.world.from_main(lambda: save_checkpoint(run.checkpoints, payload))
+
+
+class _NoMetrics:
+    """The metrics log of ranks other than 0: takes rows, writes nothing."""
+
+    rows: list[dict[str, Any]] = []
+
+    def append(self, row: Any) -> None:
+        """Rank 0 logs the same, all-reduced, row."""
+
+    def truncate(self, keep: int) -> None:
+        """Nothing to truncate."""
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,147 @@
+"""The recipe's setup: the data (scanned, split once, saved), the resolution, the class weights,
+the datasets of a phase, and the plan (made once, saved, reused by a resumed run)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from snugtune.config import TrainConfig
+from snugtune.data import (
+    DataBundle,
+    ImageDataset,
+    Sample,
+    build_transforms,
+    scan_folder,
+    split_samples,
+)
+from snugtune.errors import DataError, SnugtuneError
+from snugtune.memory import build_model
+from snugtune.models import Classifier, Preprocessing
+from snugtune.planner import Plan, plan_run
+from snugtune.recipe.distributed import World
+from snugtune.rundir import RunDir
+from snugtune.step import balanced_class_weights, plan_device
+
+__all__ = [
+    "Setup",
+    "choose_resolution",
+    "class_weights",
+    "image_dataset",
+    "plan_folder",
+    "plan_phases",
+    "prepare_data",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_AUTO_RES = 96  # px; below this pretrained ImageNet features degrade sharply
+CLASS_IMBALANCE = 1.5  # class_weights=auto weighs classes when the largest is this many times the smallest
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the recipe's setup made: the data, the model, its input size, the plan, and this
+    process's place among the data-parallel processes."""
+
+    data: DataBundle
+    model: Classifier
+    resolution: int
+    plan: Plan
+    world: World
+
+
+def prepare_data(cfg: TrainConfig, run: RunDir) -> DataBundle:
+    """Scan (cached in the run), split once and save the split, or reload the saved split."""
+    scan = scan_folder(cfg.data, workers=cfg.workers, cache_path=run.scan)
+    saved = run.read_split()
+    if saved is not None:
+        train, val = (tuple(Sample(path=p, label=k) for p, k in part) for part in saved)
+    elif scan.val_samples is not None:
+        train, val = tuple(scan.samples), tuple(scan.val_samples)
+    else:
+        train, val = split_samples(scan.samples, cfg.val_split, cfg.seed)
+    if not train:
+        raise DataError(f"{cfg.data}: no training images left after the split; lower --val-split")
+    run.write_split([(s.path, s.label) for s in train], [(s.path, s.label) for s in val])
+    return DataBundle(scan=scan, train=train, val=val)
+
+
+def choose_resolution(requested: int | None, pre: Preprocessing, median_size: tuple[int, int]) -> int:
+    """The user's resolution, else the pretrained size, lowered for small images.
+
+    Upscaling a 28 px image to 224 px costs ~5x the compute of 96 px for no new information,
+    so small images train at ``max(96, short side rounded up to a multiple of 32)``.
+    """
+    if requested:
+        return requested
+    short = min(median_size) if all(median_size) else pre.size
+    if short >= pre.size:
+        return pre.size
+    return min(pre.size, max(MIN_AUTO_RES, 32 * math.ceil(short / 32)))
+
+
+def class_weights(cfg: TrainConfig, data: DataBundle) -> torch.Tensor | None:
+    """Loss weights per class: ``balanced`` (Keras/scikit-learn), ``none``, or ``auto``
+    (balanced when the largest class has more than ``CLASS_IMBALANCE`` times the smallest's)."""
+    counts = data.train_counts()
+    mode = cfg.class_weights
+    if mode == "auto":
+        mode = "balanced" if max(counts) > CLASS_IMBALANCE * max(1, min(counts)) else "none"
+    return torch.tensor(balanced_class_weights(counts)) if mode == "balanced" else None
+
+
+def image_dataset(
+    samples: Sequence[Sample], model: Classifier, cfg: TrainConfig, resolution: int, *, train: bool
+) -> ImageDataset:
+    """Dataset of preprocessed (and, for training, augmented) images for ``model``."""
+    pre = model.preprocessing
+    tf = build_transforms(cfg.augment, size=resolution, mean=pre.mean, std=pre.std, train=train,
+                          interpolation=pre.interpolation)
+    return ImageDataset(samples, tf, draft_size=resolution)
+
+
+def plan_phases(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
+                device: torch.device, world_size: int, run: RunDir) -> Plan:
+    """The run's plan (``plan.json``); a resumed run reuses the plan it saved.
+
+    Raises:
+        BudgetError: a phase fits the budget in no configuration.
+    """
+    if run.plan.exists():
+        try:
+            plan = Plan.load(run.plan)
+            if [p.phase for p in plan.phases] == [ph.name for ph in cfg.phases]:
+                return plan
+        except (SnugtuneError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable %s (%s); planning again", run.plan, e)
+    plan = plan_run(cfg, num_classes=len(data.classes), num_train=len(data.train),
+                    resolution=resolution, device=device.type, model=model, world_size=world_size)
+    plan.save(run.plan)
+    for p in plan.phases:
+        log.info("plan %s: micro-batch %d x %d, %s, checkpointing %s, predicted peak %.1f MiB%s",
+                 p.phase, p.micro_batch, p.accumulation, p.precision, list(p.checkpointing) or "none",
+                 p.predicted_peak_bytes / 2**20,
+                 f" of {p.budget_bytes / 2**20:.0f} MiB" if p.budget_bytes else "")
+    return plan
+
+
+def plan_folder(cfg: TrainConfig) -> Plan:
+    """Plan a run on ``cfg.data`` without training: scan, split, resolve the resolution, plan
+    for ``cfg.device`` (``auto``: the visible GPU, or the card ``cfg.gpu`` names, else the CPU).
+
+    Raises:
+        DataError: the folder cannot be used. BudgetError: nothing fits the budget.
+    """
+    scan = scan_folder(cfg.data, workers=cfg.workers)
+    train = scan.samples
+    if scan.val_samples is None:
+        train, _ = split_samples(scan.samples, cfg.val_split, cfg.seed)
+    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden)
+    resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
+    return plan_run(cfg, num_classes=len(scan.classes), num_train=len(train),
+                    resolution=resolution, device=plan_device(cfg.device, cfg.gpu), model=model)

@@ -1,0 +1,62 @@
+"""The training step, defined once: the trainer runs it on real tensors, the memory simulator on
+fake ones.
+
+::
+
+    build_optimizer(param_groups(...), phase, device)   optimizer and its kernels   optim
+    soft_targets / weighted_loss_sum                    the loss                     loss
+    autocast / grad_scaler / resolve_device             precision and device         device
+    set_checkpointing(blocks, indices)                  activation checkpointing     checkpointing
+    train_step / evaluate                               the step, OOM-recovering     loop, microbatch
+    derive_seed(...)                                    every random stream's seed   seeding
+"""
+
+from snugtune.step.checkpointing import checkpointed_blocks, set_checkpointing
+from snugtune.step.device import (
+    AUTOCAST_DTYPES,
+    autocast,
+    grad_scaler,
+    plan_device,
+    resolve_device,
+)
+from snugtune.step.loop import (
+    CPU_FORWARD_CHUNK,
+    Stats,
+    StepContext,
+    eval_micro_batch,
+    evaluate,
+    train_step,
+)
+from snugtune.step.loss import balanced_class_weights, soft_targets, weight_total, weighted_loss_sum
+from snugtune.step.microbatch import MicroBatch, free_memory, local_batch, retry_halving
+from snugtune.step.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from snugtune.step.seeding import derive_seed
+
+__all__ = [
+    "AUTOCAST_DTYPES",
+    "CPU_FORWARD_CHUNK",
+    "MicroBatch",
+    "Stats",
+    "StepContext",
+    "autocast",
+    "balanced_class_weights",
+    "build_optimizer",
+    "build_scheduler",
+    "checkpointed_blocks",
+    "derive_seed",
+    "eval_micro_batch",
+    "evaluate",
+    "free_memory",
+    "grad_scaler",
+    "local_batch",
+    "lr_factor",
+    "param_groups",
+    "plan_device",
+    "resolve_device",
+    "retry_halving",
+    "set_checkpointing",
+    "soft_targets",
+    "train_step",
+    "weight_total",
+    "weighted_loss_sum",
+]

@@ -1,0 +1,129 @@
+"""Data-parallel pieces: batch sharding, single-process no-ops, and the exact DDP step.
+
+The DDP step is checked in two real gloo processes (a file store, no ports): one optimizer
+step with unequal shares (5 + 4 images), different micro-batch counts per rank (3 and 2),
+class weights and label smoothing gives the same parameters as one process on the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from snugtune.errors import DataError
+from snugtune.recipe.distributed import ShardedBatches, World
+from snugtune.recipe.sampler import EpochSampler
+from snugtune.step import MicroBatch, Stats, local_batch, train_step
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(30, 7, 2), (30, 8, 2), (29, 7, 2), (31, 8, 3)])
+def test_ranks_split_the_single_process_batches_and_see_every_image_once(
+    n: int, batch: int, world: int
+) -> None:
+    order = EpochSampler(n, seed=5).order()
+    single = [order[i : i + batch] for i in range(0, n, batch)]
+    ranks = [ShardedBatches(n, batch, seed=5, rank=r, world_size=world) for r in range(world)]
+    steps = [list(s) for s in ranks]
+    assert len({len(s) for s in steps}) == 1 and all(len(s) == len(r) for s, r in zip(steps, ranks, strict=True))
+    seen = [i for s in steps for b in s for i, _ in b]
+    assert sorted(seen) == list(range(n))  # every image once, nothing padded or dropped
+    for k, _ in enumerate(steps[0]):
+        blocks = [[i for i, _ in steps[r][k]] for r in range(world)]
+        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1 and min(map(len, blocks)) >= 1
+        merged = [i for b in blocks for i in b]  # contiguous blocks, in rank order
+        want = single[k] if k < len(steps[0]) - 1 else [i for b in single[k:] for i in b]
+        assert merged == want
+    assert all(seed == 5 for s in steps for b in s for _, seed in b)
+
+
+def test_a_tail_smaller_than_the_world_joins_the_previous_step() -> None:
+    s = ShardedBatches(29, 7, seed=0, rank=0, world_size=2)  # 29 = 4 x 7 + 1
+    assert [len(b) for b in s.global_batches()] == [7, 7, 7, 8]
+    with pytest.raises(DataError, match="3 training images cannot be shared by 4 processes"):
+        ShardedBatches(3, 8, seed=0, rank=0, world_size=4)
+
+
+def test_a_single_process_world_changes_nothing() -> None:
+    w = World()
+    assert not w.enabled and w.is_main and local_batch(7, 100, w.world_size) == 7
+    m = nn.Linear(2, 2)
+    assert w.wrap(m) is m and w.from_main(lambda: 3) == 3 and w.main_first(lambda: 4) == 4
+    stats = Stats(1.5, 2, 3)
+    assert w.reduce_stats(stats) is stats and w.all_sum([1.0]) == [1.0]
+    assert isinstance(w.epoch_sampler(10, 4), EpochSampler)
+    assert local_batch(7, 100, World(world_size=3).world_size) == 3
+    assert local_batch(32, 5) == 5  # a training set smaller than the batch is the batch
+
+
+CHILD = r'''
+import json, sys, torch
+import torch.distributed as dist
+from torch import nn
+sys.path.insert(0, sys.argv[4])
+from common import batch, ctx, model
+from snugtune.recipe.distributed import SyncedDDP, World
+from snugtune.step import MicroBatch, train_step
+
+rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+x, y = batch()
+blocks = [b.tolist() for b in torch.tensor_split(torch.arange(len(y)), 2)]  # 5 + 4 images
+xr, yr = x[blocks[rank]], y[blocks[rank]]
+net = model()
+ddp = SyncedDDP(net, World(rank=rank, world_size=2))
+opt = torch.optim.SGD(net.parameters(), lr=1.0)
+ddp.begin_step(yr, ctx())
+stats, _ = train_step(ddp, opt, xr, yr, ctx(), MicroBatch(2 if rank == 0 else 3), step=0)
+loss_sum = stats.loss_sum
+json.dump({"params": [p.detach().tolist() for p in net.parameters()], "loss_sum": loss_sum}, open(out, "w"))
+dist.destroy_process_group()
+'''
+
+COMMON = r'''
+import torch
+from torch import nn
+from snugtune.step import StepContext
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(9, 4, generator=g), torch.tensor([0, 1, 2, 2, 2, 1, 0, 2, 2])
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+
+def ctx():
+    return StepContext(device=torch.device("cpu"), num_classes=3, label_smoothing=0.1,
+                       class_weights=torch.tensor([2.0, 1.0, 0.5]))
+'''
+
+
+def test_one_ddp_step_equals_the_single_process_step(tmp_path: Path) -> None:
+    (tmp_path / "common.py").write_text(COMMON)
+    (tmp_path / "child.py").write_text(CHILD)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from common import batch, ctx, model  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(r),
+                               str(tmp_path / "store"), str(tmp_path / f"out{r}.json"), str(tmp_path)])
+             for r in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    outs = [json.loads((tmp_path / f"out{r}.json").read_text()) for r in range(2)]
+
+    net = model()
+    x, y = batch()
+    stats, _ = train_step(net, torch.optim.SGD(net.parameters(), lr=1.0), x, y, ctx(),
+                          MicroBatch(9), step=0)
+    loss_sum = stats.loss_sum
+    assert sum(o["loss_sum"] for o in outs) == pytest.approx(loss_sum, rel=1e-6)
+    for o in outs:  # both ranks hold the single-process parameters
+        for got, want in zip(o["params"], net.parameters(), strict=True):
+            assert torch.allclose(torch.tensor(got), want.detach(), atol=1e-6)
