@@ -11,10 +11,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-cache-dir --upgrade pip
 
+# animal-mnist (the demo's data) declares TensorFlow and pandas, which it does not need to read
+# its data: it goes in last, without dependencies, so that pip's check of what is installed
+# has nothing to complain about.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -q --no-cache-dir --no-deps "animal-mnist>=0.4"
 	$(PIP) install -q --no-cache-dir -e ".[dev]"
+	$(PIP) install -q --no-cache-dir --no-deps "animal-mnist>=0.4"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -77,6 +77,7 @@ def _kwargs(cls: type, f: dataclasses.Field[Any]) -> dict[str, Any]:
         kw.update(nargs=len(typing.get_args(tp)), type=typing.get_args(tp)[0], metavar="X")
     else:
         kw["type"] = meta.get("type", tp if tp in (int, float) else str)
+        kw["metavar"] = {int: "N", float: "X"}.get(kw["type"], f.name.upper())
     if "choices" in meta:
         kw["choices"] = meta["choices"]
     if "metavar" in meta:

@@ -76,7 +76,7 @@ def resolve_backbone(name: str) -> BackboneSpec:
     if source not in ("", "timm", "torchvision"):
         raise ConfigError(f"--model: source {source!r} unknown; use timm:NAME or torchvision:NAME")
     tm = timm.list_models()
-    pool = tv if source == "torchvision" else tm if source == "timm" else tv + tm
+    pool = tv if source == "torchvision" else tm if source == "timm" else list(dict.fromkeys(tv + tm))
     close = difflib.get_close_matches(bare, pool, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
     raise ConfigError(f"--model: {name!r} is not a timm or torchvision model{hint}")
