@@ -9,7 +9,7 @@
       plan.json              the memory plan of every phase        write_json / read_json
       metrics.csv, .json     one row per epoch                     (report.MetricsLog)
       tensorboard/           the same rows as event files          (report.MetricsLog)
-      summary.json           the finished run                      write_summary / read_summary
+      summary.json           the finished run                      write_summary
       model.safetensors      trained weights                       weights
       model_card.json        what the model is and how to feed it  (report.card)
       learning_curves.png, confusion_matrix.png, memory.png        (report.plots)
@@ -269,11 +269,6 @@ class RunDir:
     def write_summary(self, summary: RunSummary) -> None:
         """``summary.json``: the finished run."""
         write_json(self.summary, summary.to_dict())
-
-    def read_summary(self) -> RunSummary | None:
-        """The finished run's summary, or None when the run has not finished."""
-        data = self.read_json(self.summary)
-        return None if data is None else RunSummary.from_dict(data)
 
     @staticmethod
     def read_json(path: Path) -> Any:

@@ -8,7 +8,7 @@ the memory simulator all read them from this module. Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -103,12 +103,6 @@ class AugmentConfig:
     """MixUp Beta(alpha, alpha) mixing of image pairs (0: off)."""
     cutmix_alpha: float = 0.0
     """CutMix Beta(alpha, alpha) patch mixing of image pairs (0: off)."""
-
-    def is_identity(self) -> bool:
-        """True when no random transform is configured (training sees fixed inputs)."""
-        off = AugmentConfig(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
-                            zoom_range=0.0, horizontal_flip=False)
-        return replace(self, rescale=None, fill_mode="nearest", cval=0.0) == off
 
 
 @dataclass(frozen=True)

@@ -176,16 +176,63 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World,
 def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
                  metrics: MetricsLog | _NoMetrics, checkpoint: Checkpoint | None) -> RunState:
     """Train the current phase from where ``state`` says to its end; the state after it."""
-    index = state.phase_index
-    phase, plan, world, model = cfg.phases[index], setup.plan.phases[index], setup.world, setup.model
-    batch = local_batch(cfg.batch_size, len(setup.data.train), world.world_size)
+    phase, plan = cfg.phases[state.phase_index], setup.plan.phases[state.phase_index]
+    batch = local_batch(cfg.batch_size, len(setup.data.train), setup.world.world_size)
     if phase.epochs == 0:  # nothing to train, no inputs (a frozen phase would fill the cache)
         state = state.next_phase(_result(phase, plan, state.phase, MicroBatch(plan.micro_batch),
                                          batch, None, None))
         _save(run, setup, state, best=None)
         return state
+    parts = _phase_parts(cfg, run, setup, phase, plan, checkpoint)
+    micro, best = state.phase.micro or MicroBatch(plan.micro_batch), parts.best
+    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, plan.trainable,
+             micro.size, micro.accumulation(batch), plan.precision, phase.epochs)
+    meter = PeakMeter(setup.world.device, budget_bytes=cfg.gpu_memory)
+    with meter:
+        while state.phase.epoch < phase.epochs and not state.phase.stopped_early:
+            seed = epoch_seed(cfg.seed, state.phase_index, state.phase.epoch)
+            parts.sampler.seed = seed
+            torch.manual_seed(seed)  # dropout, MixUp: a pure function of (seed, phase, epoch)
+            epoch = run_epoch(parts, micro, setup=setup, meter=meter, state=state, phase=phase,
+                              show=cfg.progress and setup.world.is_main)
+            micro = epoch.micro
+            state, best = _after_epoch(state, phase, epoch, best, setup.model)
+            metrics.append(_epoch_row(phase, state, epoch, parts.optimizer, batch).to_dict())
+            _save(run, setup, state, best=best, optimizer=parts.optimizer.state_dict(),
+                  scheduler=parts.scheduler.state_dict(),
+                  scaler=parts.scaler.state_dict() if parts.scaler else None)
+    if phase.restore_best and best is not None and state.phase.best_epoch >= 0:
+        setup.model.load_state_dict(best)
+        log.info("phase %s: restored the best weights (epoch %d)", phase.name,
+                 state.phase.best_epoch + 1)
+    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
+    _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
+    return state
 
-    # the plan's depth (a budget may have frozen more than the phase asked), its layout
+
+@dataclass(frozen=True)
+class _PhaseParts:
+    """What a phase's epochs run: its inputs and step context, loaders, the module that trains
+    (wrapped for data parallelism when there are peers), optimizer, schedule, loss scaler, and
+    the best weights so far (from a checkpoint inside the phase)."""
+
+    inputs: PhaseInputs
+    ctx: StepContext
+    sampler: EpochSampler | ShardedBatches
+    loader: DataLoader[Any]
+    val_loader: DataLoader[Any] | None
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    best: dict[str, Tensor] | None
+
+
+def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig, plan: PhasePlan,
+                 checkpoint: Checkpoint | None) -> _PhaseParts:
+    """The model set as the plan says (depth, checkpointing, layout), and what trains it."""
+    model, world = setup.model, setup.world
+    # the plan's depth: a budget may have frozen more than the phase asked
     model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
     model.set_checkpointing(plan.checkpointing)
     model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
@@ -194,76 +241,34 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
     ctx = StepContext(device=world.device, num_classes=len(setup.data.classes),
                       label_smoothing=phase.label_smoothing, class_weights=class_weights(cfg, setup.data),
                       precision=plan.precision, channels_last=plan.channels_last, mixer=inputs.mixer)
-    micro = state.phase.micro or MicroBatch(plan.micro_batch)
-    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, plan.trainable,
-             micro.size, micro.accumulation(batch), plan.precision, phase.epochs)
-
     workers = cfg.workers if inputs.workers is None else inputs.workers
     sampler = world.epoch_sampler(len(inputs.train), cfg.batch_size)  # type: ignore[arg-type]
-    loader = _train_loader(cfg, inputs, sampler, workers, world)
+    if isinstance(sampler, ShardedBatches):
+        loader = sharded_loader(inputs.train, sampler, workers=workers, seed=cfg.seed,
+                                device=world.device.type)
+    else:
+        loader = make_loader(inputs.train, batch_size=cfg.batch_size, sampler=sampler,
+                             workers=workers, seed=cfg.seed, device=world.device.type)
     val_loader = None if not inputs.val or len(inputs.val) == 0 else make_loader(  # type: ignore[arg-type]
         world.val_shard(inputs.val), batch_size=cfg.batch_size * 2, workers=workers,
         device=world.device.type)  # one per phase: its workers persist
-    module = world.wrap(inputs.module)  # DDP when data-parallel
     optimizer = build_optimizer(param_groups(model.head, model.blocks, model.backbone, phase),
                                 phase, world.device.type)
     scheduler = build_scheduler(optimizer, phase, max(1, len(loader)))
     scaler = grad_scaler(plan.precision, world.device)
-    best: dict[str, Tensor] | None = None
     if checkpoint is not None:  # resumed inside this phase
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-        best = checkpoint.get("best")
-
-    meter = PeakMeter(world.device, budget_bytes=cfg.gpu_memory)
-    with meter:
-        while state.phase.epoch < phase.epochs and not state.phase.stopped_early:
-            seed = epoch_seed(cfg.seed, index, state.phase.epoch)
-            sampler.seed = seed
-            torch.manual_seed(seed)  # dropout, MixUp: a pure function of (seed, phase, epoch)
-            epoch = run_epoch(inputs.module, module, optimizer, scheduler, loader, val_loader, ctx,
-                              micro, scaler=scaler, setup=setup, meter=meter, state=state,
-                              phase=phase, show=cfg.progress and world.is_main)
-            micro = epoch.micro
-            progress_ = state.phase.after_epoch(
-                phase, epoch.val or epoch.train, seconds=epoch.seconds,
-                train_seconds=epoch.train_seconds, samples=epoch.train.seen, micro=micro)
-            if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
-                # a host copy: a second set of weights on the device would count against the budget
-                best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            if progress_.stopped_early:
-                log.info("phase %s: early stop after epoch %d (%s did not improve for %d epochs)",
-                         phase.name, progress_.epoch, phase.monitor, progress_.bad_epochs)
-            state = replace(state, phase=progress_, global_epoch=state.global_epoch + 1)
-            metrics.append(_epoch_row(phase, state, epoch, optimizer, batch).to_dict())
-            _save(run, setup, state, best=best, optimizer=optimizer.state_dict(),
-                  scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None)
-
-    if phase.restore_best and best is not None and state.phase.best_epoch >= 0:
-        model.load_state_dict(best)
-        log.info("phase %s: restored the best weights (epoch %d)", phase.name,
-                 state.phase.best_epoch + 1)
-    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, inputs, meter))
-    _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
-    return state
-
-
-def _train_loader(cfg: TrainConfig, inputs: PhaseInputs, sampler: EpochSampler | ShardedBatches,
-                  workers: int | None, world: World) -> DataLoader[Any]:
-    if isinstance(sampler, ShardedBatches):
-        return sharded_loader(inputs.train, sampler, workers=workers, seed=cfg.seed,
-                              device=world.device.type)
-    return make_loader(inputs.train, batch_size=cfg.batch_size, sampler=sampler, workers=workers,
-                       seed=cfg.seed, device=world.device.type)
-
-
-# ---------------------------------------------------------------- one epoch
+    return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.wrap(inputs.module),
+                       optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None)
 
 
 @dataclass(frozen=True)
 class _Epoch:
+    """One epoch's training and validation sums, the micro-batch it ended at, its seconds."""
+
     train: Stats
     val: Stats | None
     micro: MicroBatch
@@ -271,16 +276,32 @@ class _Epoch:
     train_seconds: float
 
 
-def run_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, loader: DataLoader[Any],
-              val_loader: DataLoader[Any] | None, ctx: StepContext, micro: MicroBatch, *,
-              scaler: torch.amp.GradScaler | None, setup: Setup, meter: PeakMeter,
+def _after_epoch(state: RunState, phase: PhaseConfig, epoch: _Epoch, best: dict[str, Tensor] | None,
+                 model: nn.Module) -> tuple[RunState, dict[str, Tensor] | None]:
+    """The state after an epoch (best score, early stopping, totals) and the best weights."""
+    progress_ = state.phase.after_epoch(phase, epoch.val or epoch.train, seconds=epoch.seconds,
+                                        train_seconds=epoch.train_seconds,
+                                        samples=epoch.train.seen, micro=epoch.micro)
+    if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
+        # a host copy: a second set of weights on the device would count against the budget
+        best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if progress_.stopped_early:
+        log.info("phase %s: early stop after epoch %d (%s did not improve for %d epochs)",
+                 phase.name, progress_.epoch, phase.monitor, progress_.bad_epochs)
+    return replace(state, phase=progress_, global_epoch=state.global_epoch + 1), best
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: PeakMeter,
               state: RunState, phase: PhaseConfig, show: bool) -> _Epoch:
     """One epoch: a step per batch (the meter counts one step of a phase's first epoch), then
-    validation. ``net`` is what trains (the classifier, or its head on cached features),
-    ``module`` the same wrapped for data-parallel training (DDP) when there are peers."""
+    validation. What trains is ``parts.inputs.module`` (the classifier, or its head on cached
+    features), through ``parts.module`` (the same in DDP when there are peers)."""
     t0 = time.perf_counter()
-    model, world = setup.model, setup.world
+    model, world, ctx = setup.model, setup.world, parts.ctx
+    net, module, optimizer, loader = parts.inputs.module, parts.module, parts.optimizer, parts.loader
     model.train()
     stats = Stats()
     counted = sampled_step(len(loader)) if state.phase.epoch == 0 else -1
@@ -291,14 +312,14 @@ def run_epoch(net: nn.Module, module: nn.Module, optimizer: torch.optim.Optimize
         with (meter.sampling(held_tensors(model, optimizer)) if step == counted
               else contextlib.nullcontext()):
             step_stats, micro = train_step(module, optimizer, x, y, ctx, micro, step=step,
-                                           epoch=state.global_epoch + 1, scaler=scaler)
-        scheduler.step()
+                                           epoch=state.global_epoch + 1, scaler=parts.scaler)
+        parts.scheduler.step()
         stats = stats + step_stats
     world.broadcast_buffers(net)
     train_s = time.perf_counter() - t0
     val = None
-    if val_loader is not None:
-        val_stats, _, _, val_micro = evaluate(net, val_loader, ctx,
+    if parts.val_loader is not None:
+        val_stats, _, _, val_micro = evaluate(net, parts.val_loader, ctx,
                                               eval_micro_batch(ctx.device, micro.size))
         if len(val_micro.recoveries) > len(micro.recoveries):  # evaluation ran out of memory
             micro = MicroBatch(min(micro.size, val_micro.size), val_micro.recoveries)

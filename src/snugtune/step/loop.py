@@ -107,9 +107,11 @@ def _accumulate(model: nn.Module, x: Tensor, t: Tensor, ctx: StepContext, mb: in
                 total_w: Tensor, scaler: torch.amp.GradScaler | None) -> tuple[float, int]:
     loss_sum, correct = 0.0, 0
     for i in range(0, x.shape[0], mb):
-        xi, ti = ctx.to_device(x[i : i + mb]), t[i : i + mb].to(ctx.device)
+        ti = t[i : i + mb].to(ctx.device)
         with autocast(ctx.device.type, ctx.precision):
-            logits = model(xi)  # (b, C)
+            # the device copy of the images is not kept: autograd holds what backward needs
+            # (under autocast, a half-precision cast), so the fp32 copy is freed before backward
+            logits = model(ctx.to_device(x[i : i + mb]))  # (b, C)
         loss = weighted_loss_sum(logits, ti, ctx.class_weights) / total_w.to(ctx.device)
         (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += float(loss.detach()) * float(total_w)
