@@ -147,12 +147,23 @@ def test_the_graph_sees_what_it_should() -> None:
 
 
 def test_no_function_shadows_a_package() -> None:
-    """``snugtune.train`` (and the rest of the API) are functions; no package has their names."""
+    """``snugtune.train`` (and the rest of the API) are functions; no package has their names,
+    and no package exports a name that is one of its own submodules."""
     packages = {_package(m) for m in MODULES}
     assert not packages & {"train", "plan", "evaluate", "predict", "resume"}
     import snugtune.recipe.finetune as finetune
 
     assert snugtune.train is finetune.train and callable(snugtune.plan)
+    shadowed = []
+    for module, path in MODULES.items():
+        if path.name != "__init__.py" or module == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module != module:
+                # a name bound from a submodule over the submodule of that name
+                shadowed += [f"{module}.{a.asname or a.name}" for a in node.names
+                             if f"{module}.{a.asname or a.name}" in MODULES]
+    assert shadowed == []
 
 
 def test_the_command_line_parser_does_not_import_torch() -> None:

@@ -7,7 +7,7 @@
 
 Layers, bottom up: :mod:`.storages` (which storages live, shared with the guard),
 :mod:`.tracker` (a dispatch mode logging storage lifetimes), :mod:`.trace` (the log and what it
-says), :mod:`.simulate` (the trainer's own step on fakes),
+says), :mod:`.simulator` (the trainer's own step on fakes),
 :mod:`.allocator` / :mod:`.backends` / :mod:`.device` (CUDA caching allocator, library
 workspaces, context, GPU profiles), :mod:`.estimate` (the public report). At run time,
 :mod:`.guard` holds a run to its budget and :mod:`.meter` measures its peak.
@@ -17,7 +17,7 @@ from snugtune.memory.device import GPU_PROFILES, DeviceEstimate, GpuProfile, get
 from snugtune.memory.estimate import MemoryReport, build_model, estimate_memory, report_from_trace
 from snugtune.memory.meter import PeakMeter, held_tensors, sampled_step
 from snugtune.memory.modules import block_count
-from snugtune.memory.simulate import StepConfig, run_steps, simulate
+from snugtune.memory.simulator import StepConfig, run_steps, simulate
 from snugtune.memory.sweep import BatchSweep
 from snugtune.memory.trace import Category, Trace
 from snugtune.memory.tracker import MemoryTracker

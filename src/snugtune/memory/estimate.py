@@ -13,7 +13,7 @@ from torch import nn
 from snugtune.errors import ConfigError
 from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
 from snugtune.memory.modules import block_count
-from snugtune.memory.simulate import StepConfig, simulate
+from snugtune.memory.simulator import StepConfig, simulate
 from snugtune.memory.trace import MARK, Trace
 from snugtune.models import Classifier, build_classifier
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from snugtune.memory.device import DeviceEstimate, GpuProfile, replay
 from snugtune.memory.estimate import MemoryReport, report_from_trace
-from snugtune.memory.simulate import StepConfig, simulate
+from snugtune.memory.simulator import StepConfig, simulate
 from snugtune.memory.trace import Trace, at_batch
 
 __all__ = ["BatchSweep"]

@@ -1,7 +1,7 @@
 """The training step (micro-batches + gradient accumulation + AMP, OOM-recovering) and evaluation.
 
 The trainer runs these functions on real tensors and the memory simulator on fake ones
-(``snugtune.memory.simulate``), so the step that is planned is the step that trains.
+(``snugtune.memory.simulator``), so the step that is planned is the step that trains.
 
 The loader yields whole effective batches; a step splits one into micro-batches of
 ``MicroBatch.size``, accumulates gradients, then takes one optimizer step. When a micro-batch

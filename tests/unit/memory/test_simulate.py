@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from snugtune.memory.modules import configured
-from snugtune.memory.simulate import StepConfig, run_steps, simulate
+from snugtune.memory.simulator import StepConfig, run_steps, simulate
 from snugtune.memory.trace import Category, at_batch
 from snugtune.memory.tracker import MemoryTracker
 
@@ -144,3 +144,28 @@ def test_cuda_semantics_use_the_fused_attention_kernel():
     n2 = 16 * 2 * 64 * 64 * 4  # one (B, heads, N, N) fp32 attention matrix
     # the CPU math kernel keeps the attention matrix for backward; CUDA's fused kernel does not
     assert cpu.peak("train", "eval").bytes - cuda.peak("train", "eval").bytes >= n2
+
+
+def test_the_simulated_step_is_the_trainers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator runs ``snugtune.step``'s own step (accumulation, loss, optimizer) on fakes."""
+    import snugtune.step.loop as loop
+    import snugtune.step.optim as optim
+
+    calls = {"accumulate": 0, "optimizers": []}
+    accumulate, build = loop._accumulate, optim.build_optimizer
+
+    def counting(*a, **k):  # type: ignore[no-untyped-def]
+        calls["accumulate"] += 1
+        return accumulate(*a, **k)
+
+    def recording(*a, **k):  # type: ignore[no-untyped-def]
+        opt = build(*a, **k)
+        calls["optimizers"].append(opt)
+        return opt
+
+    monkeypatch.setattr(loop, "_accumulate", counting)
+    monkeypatch.setattr("snugtune.memory.simulator.build_optimizer", recording)
+    simulate(tiny_cnn(), StepConfig(batch=2, res=16, device="cuda", accumulation=2), classes=5)
+    assert calls["accumulate"] == 2  # two optimizer steps, each over its micro-batches
+    (opt,) = calls["optimizers"]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
