@@ -189,9 +189,9 @@ def _output_width(model: nn.Module) -> int | None:
 
 def _batch(n: int, cfg: StepConfig, host: str, classes: int,
            watch: _Watch | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A host batch: (n, 3, R, R) images and (n,) labels, as the loader yields it."""
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    x = torch.randn(n, 3, cfg.res, cfg.res, device=host).contiguous(memory_format=fmt)
+    """A host batch: (n, 3, R, R) images and (n,) labels, as the loader yields it (NCHW: the
+    step makes the channels-last copy, as it does in training)."""
+    x = torch.randn(n, 3, cfg.res, cfg.res, device=host)
     y = torch.randint(0, classes, (n,))
     if watch is not None:
         watch.tracker.set_category([x], Category.INPUT, device="host" if host == "meta" else None)
