@@ -129,14 +129,20 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_CPU_HINT = ("planned for the CPU: no GPU is visible here; --gpu NAME plans for a card "
+             "(e.g. --gpu t4-16gb), --device cuda for a generic one")
+
+
 def plan(args: argparse.Namespace) -> int:
     result = recipe.plan_folder(run_config(args, args.data))
     if args.out:
         result.save(RunDir(args.out).plan)
     if _json(args):
         _print_json(result.to_dict())
-    else:
-        render.plan(result)
+        return 0
+    if result.device == "cpu" and args.device is None:
+        print(_CPU_HINT)
+    render.plan(result)
     return 0
 
 
@@ -163,8 +169,10 @@ def memory(args: argparse.Namespace) -> int:
         weight_decay=phase.weight_decay)
     if _json(args):
         _print_json(report.to_dict())
-    else:
-        render.memory(report)
+        return 0
+    if device == "cpu" and args.device is None:
+        print(_CPU_HINT)
+    render.memory(report)
     return 0
 
 
