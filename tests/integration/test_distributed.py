@@ -25,6 +25,7 @@ import pytest
 from safetensors.torch import load_file
 
 from snugtune.cli import main
+from snugtune.rundir import RunDir
 
 from .conftest import FAST
 
@@ -114,7 +115,7 @@ def torchrun(tmp: Path, run: Path, args: list[str], *, nproc: int = 2,
 
 
 def rows(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open() as f:
+    with RunDir(run).metrics_csv.open() as f:
         return list(csv.DictReader(f))
 
 
@@ -125,7 +126,7 @@ def assert_same_training(run: Path, reference: Path) -> None:
         assert g["samples_seen"] == w["samples_seen"]
         for col in COMPARED:
             assert float(g[col]) == pytest.approx(float(w[col]), abs=METRIC_TOL), (g["epoch"], col)
-    a, b = load_file(run / "model.safetensors"), load_file(reference / "model.safetensors")
+    a, b = load_file(RunDir(run).weights), load_file(RunDir(reference).weights)
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     assert worst <= WEIGHT_TOL
@@ -161,7 +162,7 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(
     proc, _ = torchrun(tmp_path, run, ["train", str(tiny_data), "--out", str(run), *ARGS])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_training(run, reference)
-    assert json.loads((run / "summary.json").read_text())["processes"] == 2
+    assert json.loads(RunDir(run).summary.read_text())["processes"] == 2
     assert files(run) == files(reference)
     rank0 = written(tmp_path, 0)
     assert any("checkpoints" in w for w in rank0) and any("metrics.csv" in w for w in rank0)
@@ -178,12 +179,12 @@ def test_a_killed_rank_ends_the_run_then_it_resumes_on_one_process(
     assert proc.returncode != 0
     assert seconds < LAUNCH_TIMEOUT_S / 2  # ended, did not wait for a timeout
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", out) and "SIGKILL" in out, out[-3000:]
-    assert (run / "checkpoints" / "last.pt").exists() and not (run / "summary.json").exists()
+    assert (RunDir(run).checkpoints / "last.pt").exists() and not RunDir(run).summary.exists()
     assert len(rows(run)) == 1  # the first epoch was checkpointed, the second never finished
 
     assert main(["train", "--resume", str(run)]) == 0
     assert_same_training(run, reference)
-    assert json.loads((run / "summary.json").read_text())["processes"] == 1
+    assert json.loads(RunDir(run).summary.read_text())["processes"] == 1
 
 
 def test_a_worker_group_restarted_by_torchrun_resumes_by_itself(

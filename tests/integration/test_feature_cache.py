@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from snugtune.cli import main
+from snugtune.rundir import RunDir
 
 from .conftest import FAST
 
@@ -17,7 +18,7 @@ HEAD_ONLY = ["--head-epochs", "3", "--finetune-epochs", "0", "--lr", "3e-3", "--
 
 
 def _summary(run: Path) -> dict:
-    return json.loads((run / "summary.json").read_text())
+    return json.loads(RunDir(run).summary.read_text())
 
 
 def test_cached_head_training_matches_uncached(tiny_data: Path, tmp_path: Path) -> None:
@@ -68,13 +69,13 @@ def test_resume_inside_a_cached_phase_reuses_the_cache(
         assert main(["train", str(tiny_data), "--out", str(stopped), *args]) != 0
     except RuntimeError as e:
         assert "simulated crash" in str(e)
-    assert calls["n"] == 2 and not (stopped / "model.safetensors").exists()
+    assert calls["n"] == 2 and not RunDir(stopped).weights.exists()
     monkeypatch.setattr(recipe, "run_epoch", original)
     assert main(["train", "--resume", str(stopped)]) == 0
 
     cache = _summary(stopped)["phases"][0]["feature_cache"]
     assert cache["used"] and cache["hit_rate"] == 1.0 and cache["misses"] == 0
-    a, b = load_file(straight / "model.safetensors"), load_file(stopped / "model.safetensors")
+    a, b = load_file(RunDir(straight).weights), load_file(RunDir(stopped).weights)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -95,4 +96,4 @@ def test_a_phase_of_zero_epochs_fills_no_cache(tiny_data: Path, tmp_path: Path) 
     assert head["epochs_run"] == 0 and head["feature_cache"] is None
     assert head["measured_peak_bytes"] is None and finetune["epochs_run"] == 1
     assert not (run / "feature_cache").exists()
-    assert (run / "report.md").exists()
+    assert RunDir(run).report_md.exists()

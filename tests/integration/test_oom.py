@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from snugtune.cli import main
+from snugtune.rundir import RunDir
 
 # A 0.4 MB model whose activations, at 32 px and batch 8, outweigh its weights: the peak
 # depends on the micro-batch. All blocks train so every activation is saved for backward.
@@ -48,15 +49,15 @@ def _argv(data: Path, out: Path, budget: int | str, micro_batch: int) -> list[st
 
 def _train(data: Path, out: Path, budget: int | str, micro_batch: int) -> dict[str, Any]:
     assert main(_argv(data, out, budget, micro_batch)) == 0
-    return json.loads((out / "summary.json").read_text())
+    return json.loads(RunDir(out).summary.read_text())
 
 
 def _finetune(run: Path) -> dict[str, Any]:
-    return json.loads((run / "summary.json").read_text())["phases"][FINETUNE]
+    return json.loads(RunDir(run).summary.read_text())["phases"][FINETUNE]
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open() as f:
+    with RunDir(run).metrics_csv.open() as f:
         return list(csv.DictReader(f))
 
 
@@ -103,7 +104,7 @@ def test_recovers_from_oom_without_losing_or_repeating_a_sample(
     assert phase["budget_bytes"] == budget["budget"]
     assert phase["measured_peak_bytes"] <= budget["budget"]
 
-    n_train = len(json.loads((recovered / "split.json").read_text())["train"])
+    n_train = len(json.loads(RunDir(recovered).split.read_text())["train"])
     rows = _rows(recovered)
     assert [int(r["samples_seen"]) for r in rows] == [n_train, n_train]
     assert phase["samples_seen"] == 2 * n_train
@@ -146,7 +147,7 @@ def test_resume_after_a_recovery_keeps_the_reduced_micro_batch(
         code = main(_argv(tiny_data, run, budget["budget"], 8))
     except RuntimeError:
         code = None  # with --debug the CLI lets the unexpected error through
-    assert code != 0 and not (run / "summary.json").exists()
+    assert code != 0 and not RunDir(run).summary.exists()
     assert [int(r["micro_batch"]) for r in _rows(run)] == [expected["micro_batch"]]
     monkeypatch.undo()
 
@@ -202,7 +203,7 @@ def _held_with_the_model(run: Path) -> int:
     """Bytes this process holds already (counted by the budget) plus the run's model."""
     from snugtune.memory.guard import VirtualDeviceBudget
 
-    weights = sum(t.numel() * t.element_size() for t in load_file(run / "model.safetensors").values())
+    weights = sum(t.numel() * t.element_size() for t in load_file(RunDir(run).weights).values())
     with VirtualDeviceBudget(None) as held:
         pass
     return held.entry_bytes + weights

@@ -30,6 +30,7 @@ from snugtune.cli import main
 from snugtune.config import build_config, config_to_dict
 from snugtune.data import make_image_folder
 from snugtune.errors import CheckpointError
+from snugtune.rundir import RunDir
 
 from .conftest import FAST
 
@@ -97,7 +98,7 @@ def kill_at(point: str, logs: Path, *args: str) -> str:
 
 def rows(run: Path) -> int:
     """Epoch rows in metrics.csv (0 before the first epoch ends)."""
-    path = run / "metrics.csv"
+    path = RunDir(run).metrics_csv
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
@@ -125,11 +126,11 @@ def inode(path: Path) -> int | None:
 
 def assert_identical(expected: Path, run: Path) -> None:
     """Same tensors bit for bit, and the same file bytes."""
-    a, b = load_file(expected / "model.safetensors"), load_file(run / "model.safetensors")
+    a, b = load_file(RunDir(expected).weights), load_file(RunDir(run).weights)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-    assert (expected / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
+    assert RunDir(expected).weights.read_bytes() == RunDir(run).weights.read_bytes()
     assert rows(run) == EPOCHS  # one row per epoch: none lost, none duplicated
 
 
@@ -157,7 +158,7 @@ def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
 
     # 1. During the folder scan: config.yaml saved, no checkpoint.
     kill_at("scan:3", logs, "train", str(data), "--out", str(run), *ARGS)
-    assert (run / "config.yaml").exists() and not files(ckpts)
+    assert RunDir(run).config.exists() and not files(ckpts)
 
     # 1b. --resume without a checkpoint starts over from the saved config. Killed inside the
     #     head phase's feature-cache fill: its rows are on disk, the index naming them is not.
@@ -189,7 +190,7 @@ def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
     # 6. After the last checkpoint, halfway through writing the final weights.
     kill_at("outputs", logs, *resume)
     assert progress(ckpts / "last.pt") == (2, 3) and rows(run) == 3
-    assert not (run / "model.safetensors").exists() and not (run / "summary.json").exists()
+    assert not RunDir(run).weights.exists() and not RunDir(run).summary.exists()
 
     # 7. Finish.
     p = Proc(snugtune(*resume), logs)
@@ -238,7 +239,7 @@ def assert_interrupted(p: Proc, run: Path) -> None:
     last_line = p.stderr.strip().splitlines()[-1]
     assert last_line.startswith("interrupted") and f"--resume {run}" in last_line, p.stderr
     assert "Traceback" not in p.stderr
-    assert not temp_files(run / "checkpoints")
+    assert not temp_files(RunDir(run).checkpoints)
 
 
 def test_data_issues_are_listed_in_the_report(tmp_path: Path) -> None:
@@ -252,7 +253,7 @@ def test_data_issues_are_listed_in_the_report(tmp_path: Path) -> None:
         snugtune("train", str(data), "--out", str(run), *FAST, "--epochs", "1"), tmp_path / "logs"
     )
     assert p.finish() == 0, p.stderr
-    report = (run / "report.md").read_text()
+    report = RunDir(run).report_md.read_text()
     section = report.split("## Data issues", 1)[1].split("\n## ", 1)[0]
     assert "2 skipped, 1 converted" in section
     assert "| class_0/empty.jpg | zero-byte file |" in section
@@ -277,7 +278,7 @@ def saved_run(data: Path, run: Path) -> Path:
     """A run folder as ``train`` leaves it before the first checkpoint."""
     run.mkdir(parents=True)
     cfg = build_config(overrides={"data": str(data), "out": str(run)})
-    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    RunDir(run).config.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return run
 
 
@@ -285,8 +286,8 @@ def test_a_malicious_checkpoint_is_refused_by_the_cli_in_one_line(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run, proof = saved_run(data, tmp_path / "run"), tmp_path / "pwned"
-    (run / "checkpoints").mkdir()
-    torch.save({"format": 1, "model": Evil(proof)}, run / "checkpoints" / "last.pt")
+    RunDir(run).checkpoints.mkdir()
+    torch.save({"format": 1, "model": Evil(proof)}, RunDir(run).checkpoints / "last.pt")
     assert main(["train", "--resume", str(run)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: checkpoint ")
@@ -324,8 +325,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes_it_identicall
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: disk full while writing a checkpoint in {run / 'checkpoints'}")
     assert "the previous one (last.pt) is kept" in err and f"--resume {run}" in err
-    assert files(run / "checkpoints") == {"last.pt", "prev.pt"}
-    assert progress(run / "checkpoints" / "last.pt") == (0, 2)
+    assert files(RunDir(run).checkpoints) == {"last.pt", "prev.pt"}
+    assert progress(RunDir(run).checkpoints / "last.pt") == (0, 2)
 
     monkeypatch.undo()
     assert main(["train", "--resume", str(run)]) == 0

@@ -7,6 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from snugtune.cli import main
+from snugtune.rundir import RunDir
 
 from .conftest import FAST
 
@@ -20,15 +21,15 @@ def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsy
     assert main(["train", str(tiny_data), "--out", str(run), *FAST, "--epochs", "2"]) == 0
     for name in EXPECTED:
         assert (run / name).exists(), name
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads(RunDir(run).summary.read_text())
     assert summary["classes"] == ["class_0", "class_1", "class_2"]
     assert [p["name"] for p in summary["phases"]] == ["head", "finetune"]
     assert all(p["epochs_run"] == 2 and p["seconds"] > 0 for p in summary["phases"])
     assert 0.0 <= summary["best_val_accuracy"] <= 1.0
-    header = (run / "metrics.csv").read_text().splitlines()[0]
+    header = RunDir(run).metrics_csv.read_text().splitlines()[0]
     for col in ("phase", "train_loss", "val_accuracy", "lr", "seconds", "images_per_s", "samples_seen"):
         assert col in header
-    card = json.loads((run / "model_card.json").read_text())
+    card = json.loads(RunDir(run).card.read_text())
     assert card["classes"] == summary["classes"] and card["preprocessing"]["size"] == 32
 
     capsys.readouterr()
@@ -47,7 +48,7 @@ def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
     # fine-tuning phase trains all of it.
     args = [*FAST, "--head-epochs", "2", "--finetune-epochs", "6", "--lr", "1e-2", "--finetune-trainable", "all"]
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
-    assert json.loads((run / "summary.json").read_text())["best_val_accuracy"] >= 0.8
+    assert json.loads(RunDir(run).summary.read_text())["best_val_accuracy"] >= 0.8
 
 
 def test_resume_after_a_stopped_run_gives_identical_weights(
@@ -71,15 +72,15 @@ def test_resume_after_a_stopped_run_gives_identical_weights(
     stopped = tmp_path / "stopped"
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(["--debug", "train", str(tiny_data), "--out", str(stopped), *args])
-    assert not (stopped / "model.safetensors").exists()
+    assert not RunDir(stopped).weights.exists()
     monkeypatch.setattr(recipe, "run_epoch", original)
     assert main(["train", "--resume", str(stopped)]) == 0
 
-    a, b = load_file(straight / "model.safetensors"), load_file(stopped / "model.safetensors")
+    a, b = load_file(RunDir(straight).weights), load_file(RunDir(stopped).weights)
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), k
-    rows = (stopped / "metrics.csv").read_text().splitlines()
+    rows = RunDir(stopped).metrics_csv.read_text().splitlines()
     assert len(rows) == 1 + 4  # header + one row per epoch, none duplicated
 
 
@@ -106,6 +107,6 @@ def test_a_batch_larger_than_the_training_set_is_reported_as_one_micro_batch(
     run = tmp_path / "big_batch"
     args = [*FAST, "--head-epochs", "0", "--finetune-epochs", "1", "--batch-size", "64"]
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
-    finetune = json.loads((run / "summary.json").read_text())["phases"][1]
-    train = len(json.loads((run / "split.json").read_text())["train"])
+    finetune = json.loads(RunDir(run).summary.read_text())["phases"][1]
+    train = len(json.loads(RunDir(run).split.read_text())["train"])
     assert finetune["micro_batch"] == train and finetune["accumulation"] == 1
