@@ -52,6 +52,7 @@ __all__ = [
     "atomic_write",
     "card_path_for",
     "file_sha256",
+    "fsync",
     "remove_stale_temps",
     "to_jsonable",
     "write_bytes",
@@ -72,7 +73,8 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file or a folder (a rename inside it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,11 +113,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(staging / path.name)
         for f in sorted(staging.iterdir()):  # the companions first, the target last
-            _fsync(f)
+            fsync(f)
             os.chmod(f, 0o666 & ~_UMASK)  # writers may create 0600 files
         for f in sorted(staging.iterdir(), key=lambda f: f.name == path.name):
             os.replace(f, path.parent / f.name)
-        _fsync(path.parent)
+        fsync(path.parent)
     except BaseException as e:
         if _disk_full(e):
             free = shutil.disk_usage(path.parent).free

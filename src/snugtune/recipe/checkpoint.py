@@ -4,13 +4,13 @@ A checkpoint is a plain dict of tensors and primitives, written with ``torch.sav
 with ``torch.load(weights_only=True)``, so loading never runs code. ``last.pt`` is the newest;
 ``prev.pt`` the one before.
 
-Writing one (``save_checkpoint``)::
+Writing one (``save_checkpoint``; the first line is the run folder's one atomic writer)::
 
-    .staged.pt.tmp-<pid>  --fsync, rename-->  .staged.pt     (complete, not yet current)
-    last.pt               --rename-->         prev.pt
-    .staged.pt            --rename-->         last.pt
+    .staged.pt.tmp-<pid>/.staged.pt  --fsync, rename-->  .staged.pt  (complete, not yet current)
+    last.pt                          --rename-->         prev.pt
+    .staged.pt                       --rename-->         last.pt
 
-A ``kill -9`` at any moment leaves a loadable state: a partial temp file is ignored (and
+A ``kill -9`` at any moment leaves a loadable state: a partial staging folder is ignored (and
 deleted by the next save), and a complete ``.staged.pt`` without ``last.pt`` (killed between
 the two renames) is the newest. The CRC-32 of every member of the checkpoint's zip is checked
 on load, so a file that loads but was damaged later (bad disk, interrupted copy) is detected
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from snugtune.errors import CheckpointError, DiskFullError, UnsafeCheckpointError
-from snugtune.rundir import atomic_write, remove_stale_temps
+from snugtune.rundir import atomic_write, fsync, remove_stale_temps
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -45,14 +45,6 @@ log = logging.getLogger(__name__)
 LAST, PREV, STAGED = "last.pt", "prev.pt", ".staged.pt"
 FORMAT = 1
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -110,7 +102,7 @@ def save_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
         if last.exists():
             os.replace(last, ckpt_dir / PREV)
         os.replace(staged, last)
-        _fsync_dir(ckpt_dir)
+        fsync(ckpt_dir)
     return last
 
 
