@@ -138,7 +138,11 @@ class PhaseResult:
         samples_seen: training images over all its epochs.
         micro_batch, accumulation: per device, after any OOM recovery.
         predicted_peak_bytes: the plan's device peak for the phase.
-        measured_peak_bytes, measured_reserved_bytes: what the guard measured (reserved: CUDA).
+        measured_peak_bytes: the tensors' peak (CUDA: ``max_memory_allocated``; CPU: live
+            tensor bytes on the virtual device).
+        measured_reserved_bytes: CUDA: the caching allocator's peak reserve.
+        measured_process_bytes: CUDA: the whole process at its peak (reserve + context), what
+            ``predicted_peak_bytes`` predicts.
         measured_entry_bytes: held before its first step (weights, optimizer state).
         budget_bytes: ``--gpu-memory``.
         feature_cache: None when the backbone trains (a cache does not apply).
@@ -164,6 +168,7 @@ class PhaseResult:
     predicted_peak_bytes: int | None = None
     measured_peak_bytes: int | None = None
     measured_reserved_bytes: int | None = None
+    measured_process_bytes: int | None = None
     measured_entry_bytes: int | None = None
     budget_bytes: int | None = None
     feature_cache: CacheInfo | None = None

@@ -22,6 +22,7 @@ from snugtune.cli.parser import (
     INFERENCE_FIELDS,
     PHASE_FIELDS,
     RUN_FIELDS,
+    CalibrateOptions,
     DemoOptions,
     ExportOptions,
     MemoryOptions,
@@ -42,13 +43,13 @@ from snugtune.errors import ConfigError
 from snugtune.export import TOLERANCE, export_run
 from snugtune.infer import evaluate_run
 from snugtune.infer import predict as predict_files
-from snugtune.memory import build_model, estimate_memory, get_gpu_profile
+from snugtune.memory import build_model, estimate_memory, probe, resolve_gpu, save_calibration
 from snugtune.planner import auto_precision
 from snugtune.rundir import RunDir
 from snugtune.step import plan_device
 from snugtune.units import parse_bytes
 
-__all__ = ["demo", "evaluate", "export", "memory", "plan", "predict", "train"]
+__all__ = ["calibrate", "demo", "evaluate", "export", "memory", "plan", "predict", "train"]
 
 
 def run_config(args: argparse.Namespace, data: str, out: str | None = None) -> TrainConfig:
@@ -158,7 +159,7 @@ def memory(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     device = plan_device(cfg.device, gpu_name)
-    gpu = get_gpu_profile(gpu_name)
+    gpu, _ = resolve_gpu(gpu_name, device)
     model = build_model(args.model, opts.classes)
     report = estimate_memory(
         args.model, batch=cfg.batch_size, res=cfg.resolution or model.preprocessing.size,
@@ -219,3 +220,29 @@ def export(args: argparse.Namespace) -> int:
     print(f"checked on {result.checked_on} {result.inputs_source} images: max |logit difference| "
           f"{result.max_abs_diff:.2g} (tolerance {TOLERANCE:g})", file=sys.stdout)
     return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    info = probe()
+    name = options(args, CalibrateOptions).name or _profile_name(info.name, info.total_bytes)
+    path = save_calibration(name, info)
+    if _json(args):
+        _print_json({"name": name, "file": str(path), "device": info.to_dict()})
+        return 0
+    render.calibration(name, info)
+    print(f"saved: {path} (plan for this card anywhere with --gpu {name})")
+    return 0
+
+
+_LABELS_GB = (2, 3, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 141, 192)
+
+
+def _profile_name(device_name: str, total_bytes: int) -> str:
+    """``NVIDIA GeForce RTX 3060`` reporting 11.76 GiB -> ``rtx3060-12gb`` (the smallest card
+    label at least the reported size: cards report less than their label)."""
+    skip = {"nvidia", "geforce", "tesla", "pcie", "sxm", "sxm4", "sxm5", "laptop", "gpu"}
+    words = [w for w in device_name.lower().replace("-", " ").split()
+             if w not in skip and not w.endswith("gb") and not w.startswith("hbm")]
+    gib = total_bytes / 2**30
+    label = next((g for g in _LABELS_GB if g >= gib - 0.01), round(gib))
+    return "".join(words) + f"-{label}gb"

@@ -67,6 +67,14 @@ class MemoryOptions:
 
 
 @dataclass(frozen=True)
+class CalibrateOptions:
+    """Options of ``calibrate``."""
+
+    name: str | None = None
+    """Name to save the card's profile under (default: from the card, e.g. rtx3060-12gb)."""
+
+
+@dataclass(frozen=True)
 class PredictOptions:
     """Options of ``predict``."""
 
@@ -178,6 +186,17 @@ def _export(sub: argparse._SubParsersAction) -> None:
     add_fields(p, Output, ["json"])
 
 
+def _calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="measure this GPU (context, capacity) and save its profile",
+        description="On a machine with a CUDA GPU: measure what a training process holds on it "
+                    "outside PyTorch's caching allocator (the CUDA context and kernels), its "
+                    "capacity and architecture, and save them as a profile, so that plans made "
+                    "elsewhere for this card (--gpu NAME) use the measured figures.")
+    add_fields(p, CalibrateOptions, _names(CalibrateOptions))
+    add_fields(p, Output, ["json"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``snugtune`` parser with every command."""
     parser = argparse.ArgumentParser(
@@ -185,6 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and the time you have.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _plan, _memory, _evaluate, _predict, _export, _demo):
+    for add in (_train, _plan, _memory, _evaluate, _predict, _export, _calibrate, _demo):
         add(sub)
     return parser

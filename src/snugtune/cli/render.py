@@ -9,12 +9,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from snugtune.memory import MemoryReport
+from snugtune.memory import DeviceInfo, MemoryReport
 from snugtune.planner import Plan
 from snugtune.report import ClassificationReport
 from snugtune.units import format_bytes
 
-__all__ = ["evaluation", "memory", "plan"]
+__all__ = ["calibration", "evaluation", "memory", "plan"]
 
 _TERMS = (
     ("parameters", "parameters (weights, buffers)"),
@@ -79,6 +79,9 @@ def memory(r: MemoryReport, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"peak during {r.peak_phase}; tensors alone {format_bytes(r.tensor_peak_bytes)}, "
                   f"evaluation step {format_bytes(r.eval_peak_bytes)}")
+    if r.device == "cuda":
+        console.print(f"runs in {format_bytes(r.needed_bytes)} or more (capped, the allocator "
+                      "frees its cache before it fails)" + _verdict(r))
     if r.top_layers:
         top = Table(title="layers holding the most activations at the peak")
         top.add_column("module", overflow="fold")
@@ -86,6 +89,15 @@ def memory(r: MemoryReport, console: Console | None = None) -> None:
         for module, nbytes in r.top_layers[:8]:
             top.add_row(module, format_bytes(nbytes))
         console.print(top)
+
+
+def _verdict(r: MemoryReport) -> str:
+    if r.gpu_memory_bytes is None:
+        return ""
+    room, need = r.gpu_memory_bytes, r.needed_bytes
+    if need <= room:
+        return f"; fits {r.gpu} ({format_bytes(room)}) with {format_bytes(room - need)} to spare"
+    return f"; does not fit {r.gpu} ({format_bytes(room)}): {format_bytes(need - room)} short"
 
 
 def evaluation(report: ClassificationReport, console: Console | None = None) -> None:
@@ -99,4 +111,24 @@ def evaluation(report: ClassificationReport, console: Console | None = None) -> 
         table.add_column(col, justify="right", no_wrap=True)
     for m in report.per_class:
         table.add_row(m.name, f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
+    console.print(table)
+
+
+def calibration(name: str, info: DeviceInfo, console: Console | None = None) -> None:
+    """A card's measured figures."""
+    console = console or _console()
+    table = Table(title=f"{info.name} (cuda:{info.index}) as {name}")
+    table.add_column("measured")
+    table.add_column("value", justify="right", no_wrap=True)
+    for label, value in (
+        ("total memory (as PyTorch reports it)", format_bytes(info.total_bytes)),
+        ("free", format_bytes(info.free_bytes)),
+        ("context and kernels (outside PyTorch)", format_bytes(info.context_bytes)),
+        ("compute capability", f"{info.compute_capability[0]}.{info.compute_capability[1]}"),
+        ("bf16 tensor cores", "yes" if info.bf16 else "no"),
+        ("torch / CUDA", f"{info.torch} / {info.cuda}"),
+        ("module loading", info.module_loading),
+        ("this process's usage from", "NVML" if info.nvml else "the card's used memory"),
+    ):
+        table.add_row(label, value)
     console.print(table)

@@ -72,7 +72,8 @@ def validate(cfg: TrainConfig) -> list[str]:
     names = [ph.name for ph in cfg.phases]
     _check(p, len(set(map(str, names))) == len(names),
            f"phases: names must be unique, got {names}; rename one")
-    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress"), flag_name))
+    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress", "pre_logits"),
+                            flag_name))
     p.extend(_validate_augment(cfg.augment))
     for ph in cfg.phases:
         p.extend(validate_phase(ph))

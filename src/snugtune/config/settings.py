@@ -182,6 +182,9 @@ class TrainConfig:
     """Width of an extra dense layer in the head (default: none)."""
     head_dropout: float = 0.2
     """Dropout before the head's linear layers."""
+    pre_logits: bool = False
+    """Keep the backbone's pre-logits layers (timm VGG's fc6/fc7); by default its pooled
+    features feed the new head, as Keras' include_top=False."""
     class_weights: str = field(default="auto", metadata=_choices(CLASS_WEIGHTS))
     """Loss weights per class: balanced, none, or auto (balanced when classes differ > 1.5x)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)

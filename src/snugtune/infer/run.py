@@ -16,7 +16,7 @@ from snugtune.data import ImageDataset, Sample, eval_transform, make_loader, sca
 from snugtune.errors import CheckpointError, DataError, ImageLoadError
 from snugtune.infer.onnx import OnnxModel, is_onnx_model
 from snugtune.infer.predictions import Prediction, image_files, top_k_predictions
-from snugtune.memory import PeakMeter
+from snugtune.memory import PeakMeter, probe
 from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.rundir import RunDir
@@ -41,7 +41,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
     head = card.get("head") or {}
     model = build_classifier(str(card.get("model") or card["backbone"]), int(card["num_classes"]),
                              weights="none", head_hidden=head.get("hidden"),
-                             head_dropout=float(head.get("dropout", 0.0)))
+                             head_dropout=float(head.get("dropout", 0.0)),
+                             pre_logits=bool(card.get("pre_logits", False)))
     model.load_state_dict(load_file(str(run.weights)))
     return model.to(device).eval(), card
 
@@ -61,7 +62,8 @@ def predict_samples(
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
-    with PeakMeter(dev, budget_bytes=gpu_memory):
+    context = probe(dev).context_bytes if dev.type == "cuda" and gpu_memory else 0
+    with PeakMeter(dev, budget_bytes=gpu_memory, context_bytes=context):
         _, probs, labels, micro = evaluate(model, loader, ctx, eval_micro_batch(dev, batch_size))
     if micro.recoveries:
         log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)

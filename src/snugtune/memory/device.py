@@ -18,108 +18,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snugtune.errors import ConfigError
 from snugtune.memory.allocator import CachingAllocatorModel, OutOfMemory
 from snugtune.memory.backends import (
     cudnn_workspace_bytes,
     onednn_block,
     onednn_conv_extra_bytes,
 )
+from snugtune.memory.gpus import GpuProfile, get_gpu_profile
 from snugtune.memory.trace import ALLOC, CONV, MARK, ConvCall, Trace
-from snugtune.units import KIB, MIB
+from snugtune.units import MIB
 
 __all__ = [
-    "CUBLAS_WORKSPACE_BYTES",
-    "CUDNN_MODULES_BYTES",
-    "CUBLAS_WORKSPACE_BYTES_SM90",
-    "DEFAULT_CONTEXT_BYTES",
-    "GPU_PROFILES",
+    "CUBLAS_HANDLES",
     "DeviceEstimate",
-    "GpuProfile",
-    "get_gpu_profile",
     "context_bytes",
+    "needed_bytes",
     "replay",
 ]
 
-# cuBLAS workspace per handle and stream. Source: aten/src/ATen/cuda/CublasHandlePool.cpp,
-# default CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" = 2 x 4096 KiB + 8 x 16 KiB; 32 MiB on sm90.
-CUBLAS_WORKSPACE_BYTES = 2 * 4096 * KIB + 8 * 16 * KIB
-CUBLAS_WORKSPACE_BYTES_SM90 = 8 * 4096 * KIB
 # Handles are per thread: the forward runs on the Python thread, backward on the autograd
 # engine's device thread (torch/csrc/autograd/engine.cpp), so a training step holds two.
 CUBLAS_HANDLES = 2
-# The CUDA context plus the kernel images of the CUDA runtime and cuBLAS, as nvidia-smi shows
-# it for a PyTorch process that has run matmuls. It depends on the driver, the CUDA version
-# and lazy module loading far more than on the GPU. Default: the intercept of
-# ../shared/calibration (GPUMemNet, A100, PyTorch 2.x) for convolution-free transformers
-# (deit_small: measured - predicted allocator reserve = 1599 MiB at batch 8).
-DEFAULT_CONTEXT_BYTES = 1600 * MIB
-# With lazy module loading (CUDA_MODULE_LOADING=LAZY, PyTorch's default since CUDA 11.7) cuDNN's
-# convolution kernels are loaded when first used: networks made of convolutions read ~128 MiB
-# more than transformers in the same calibration set (lcnet_035, repghostnet_050: 1727 MiB).
-CUDNN_MODULES_BYTES = 128 * MIB
 # A lone convolution (a transformer's patch embedding) loads few kernels.
 CUDNN_MODULES_MIN_CONVS = 4
-
-
-@dataclass(frozen=True)
-class GpuProfile:
-    """A GPU the planner can target by name.
-
-    Attributes:
-        name: the profile's name (``--gpu``).
-        memory_bytes: total device memory; ``None`` for the generic profile.
-        context_bytes: memory held by the CUDA context and loaded libraries.
-        compute_capability: (major, minor).
-        bf16: whether bf16 autocast runs on tensor cores (sm80+); else fp16 is preferred.
-        description: for people.
-    """
-
-    name: str
-    memory_bytes: int | None
-    context_bytes: int
-    compute_capability: tuple[int, int]
-    bf16: bool
-    description: str
-
-    @property
-    def cublas_workspace_bytes(self) -> int:
-        """cuBLAS workspace of one handle on this GPU."""
-        if self.compute_capability == (9, 0):
-            return CUBLAS_WORKSPACE_BYTES_SM90
-        return CUBLAS_WORKSPACE_BYTES
-
-
-GPU_PROFILES: dict[str, GpuProfile] = {
-    p.name: p
-    for p in (
-        GpuProfile("generic", None, DEFAULT_CONTEXT_BYTES, (7, 5), False,
-                   "any CUDA GPU (fp16 autocast, default context size)"),
-        GpuProfile("a100-40gb", 40_536 * MIB, DEFAULT_CONTEXT_BYTES, (8, 0), True,
-                   "NVIDIA A100 40 GB (sm80)"),
-        GpuProfile("h100-80gb", 81_559 * MIB, DEFAULT_CONTEXT_BYTES, (9, 0), True,
-                   "NVIDIA H100 80 GB (sm90)"),
-        GpuProfile("t4-16gb", 15_360 * MIB, DEFAULT_CONTEXT_BYTES, (7, 5), False,
-                   "NVIDIA T4 16 GB (sm75, Colab)"),
-        GpuProfile("rtx2070-8gb", 8_192 * MIB, DEFAULT_CONTEXT_BYTES, (7, 5), False,
-                   "NVIDIA GeForce RTX 2070 8 GB (sm75)"),
-    )
-}
-
-
-def get_gpu_profile(name: str) -> GpuProfile:
-    """The profile called ``name``.
-
-    Raises:
-        ConfigError: unknown name; the message lists the known ones.
-    """
-    if name.lower() == "auto":  # the card present; without its measurements, the generic one
-        return GPU_PROFILES["generic"]
-    try:
-        return GPU_PROFILES[name.lower()]
-    except KeyError:
-        known = ", ".join(GPU_PROFILES)
-        raise ConfigError(f"--gpu: unknown GPU profile {name!r}; use one of {known}") from None
 
 
 @dataclass(frozen=True)
@@ -204,11 +125,12 @@ class _Replay:
 
 
 def context_bytes(trace: Trace, gpu: GpuProfile) -> int:
-    """CUDA context of a process running ``trace``: the profile's, plus cuDNN's kernels."""
+    """CUDA context of a process running ``trace``: the profile's, plus the cuDNN kernels a
+    network of many convolutions loads where the profile's context did not see them."""
     forward_convs = sum(1 for c in trace.convs if not c.backward)
     steps = max(1, sum(1 for label in trace.labels if label.endswith(".forward")))
     many = forward_convs / steps > CUDNN_MODULES_MIN_CONVS
-    return gpu.context_bytes + (CUDNN_MODULES_BYTES if many else 0)
+    return gpu.context_bytes + (gpu.conv_kernels_bytes if many else 0)
 
 
 def replay(
@@ -228,7 +150,7 @@ def replay(
             minus the context, as ``set_per_process_memory_fraction`` caps it; CPU: live
             bytes); beyond it the estimate has ``oom=True``.
     """
-    gpu = gpu or GPU_PROFILES["generic"]
+    gpu = gpu or get_gpu_profile("generic")
     cuda = device == "cuda"
     context = context_bytes(trace, gpu) if cuda else 0
     limit = None if budget is None else budget - context
@@ -253,3 +175,22 @@ def replay(
         predicted_peak_bytes=context + reserved,
         oom=oom,
     )
+
+
+def needed_bytes(trace: Trace, device: str, gpu: GpuProfile | None = None) -> int:
+    """The least device memory ``trace`` runs in (CUDA: to 1 MiB; CPU: its tensor peak).
+
+    Under a cap the caching allocator frees its unused cached segments and retries before it
+    raises (``c10/cuda/CUDACachingAllocator.cpp``, ``release_cached_blocks``), so a card
+    smaller than the uncapped peak (``predicted_peak_bytes``, what ``nvidia-smi`` shows on a
+    big card) can still run the step: the cap is bisected between the live tensors and that
+    peak. Whether a step fits a card is this against the card's memory.
+    """
+    free = replay(trace, device, gpu)
+    if device != "cuda":
+        return free.predicted_peak_bytes
+    lo, hi = free.context_bytes + free.tensor_peak_bytes - 1, free.predicted_peak_bytes
+    while hi - lo > MIB:  # lo does not fit, hi does
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if replay(trace, device, gpu, budget=mid).oom else (lo, mid)
+    return hi

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from snugtune.errors import ConfigError
-from snugtune.memory.device import GpuProfile, get_gpu_profile, replay
+from snugtune.memory.device import GpuProfile, get_gpu_profile, needed_bytes, replay
 from snugtune.memory.modules import block_count
 from snugtune.memory.simulator import StepConfig, simulate
 from snugtune.memory.trace import MARK, Trace
@@ -32,12 +32,18 @@ class MemoryReport:
         model: model name (or class name for a module).
         tensor_peak_bytes: live tensor bytes at the peak (library workspaces included): what
             real tensors reach on the CPU, ``max_memory_allocated`` on CUDA before rounding.
-        predicted_peak_bytes: the device total (CUDA: context + allocator reserve).
+        predicted_peak_bytes: the device total (CUDA: context + allocator reserve), as
+            ``nvidia-smi`` would show it at its highest on a card with room to spare.
+        needed_bytes: the least device memory the step runs in: on CUDA below
+            ``predicted_peak_bytes`` where the allocator, capped, frees its cache rather than
+            fail; whether it fits a card is this against the card's memory.
         eval_peak_bytes: tensor peak of the evaluation step alone.
         breakdown: bytes by term at the peak; sums to ``predicted_peak_bytes``.
         top_layers: (module, saved activation bytes) at the peak, largest first.
         peak_phase: where the peak happens (``step1.micro0.backward``, ``step1.optimizer``...).
         fits: False when the step does not fit the budget it was replayed under.
+        gpu_memory_bytes: CUDA: what the card has room for (measured: free memory and what this
+            process holds; offline: its capacity); None for the generic profile and the CPU.
     """
 
     model: str
@@ -53,11 +59,13 @@ class MemoryReport:
     gpu: str
     tensor_peak_bytes: int
     predicted_peak_bytes: int
+    needed_bytes: int
     eval_peak_bytes: int
     breakdown: dict[str, int] = field(hash=False)
     top_layers: tuple[tuple[str, int], ...]
     peak_phase: str
     fits: bool = True
+    gpu_memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -68,9 +76,11 @@ class MemoryReport:
 
 
 @functools.lru_cache(maxsize=16)
-def build_model(name: str, classes: int, head_hidden: int | None = None) -> Classifier:
+def build_model(name: str, classes: int, head_hidden: int | None = None,
+                pre_logits: bool = False) -> Classifier:
     """A snugtune ``Classifier`` for ``name`` on the meta device (cached; nothing allocated)."""
-    return build_classifier(name, classes, weights="none", head_hidden=head_hidden, device="meta")
+    return build_classifier(name, classes, weights="none", head_hidden=head_hidden,
+                            pre_logits=pre_logits, device="meta")
 
 
 def _checkpoint_indices(model: nn.Module, checkpointing: bool | Sequence[int]) -> tuple[int, ...]:
@@ -146,8 +156,12 @@ def report_from_trace(
 
     ``budget`` (device bytes) caps the allocator's reserve at the budget minus the context:
     the allocator then releases its cache under pressure and the peak is the one under the cap.
+    Without a budget a card's own room caps it the same way, where the step fits in it.
     """
-    est = replay(trace, cfg.device, gpu, budget=budget)
+    room = (gpu.available_bytes or gpu.memory_bytes) if cfg.device == "cuda" else None
+    need = needed_bytes(trace, cfg.device, gpu)
+    cap = budget if budget is not None else room if room is not None and need <= room else None
+    est = replay(trace, cfg.device, gpu, budget=cap)
     exclude = "host" if cfg.device == "cuda" else None
     breakdown = trace.breakdown_at(est.peak_index, exclude_device=exclude)
     breakdown["workspace"] = est.backend_bytes
@@ -167,11 +181,13 @@ def report_from_trace(
         gpu=gpu.name if cfg.device == "cuda" else "cpu",
         tensor_peak_bytes=est.tensor_peak_bytes,
         predicted_peak_bytes=est.predicted_peak_bytes,
+        needed_bytes=need,
         eval_peak_bytes=est.eval_peak_bytes,
         breakdown=breakdown,
         top_layers=trace.top_layers_at(est.peak_index),
         peak_phase=_phase_at(trace, est.peak_index),
         fits=not est.oom,
+        gpu_memory_bytes=room,
     )
 
 

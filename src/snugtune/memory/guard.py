@@ -1,9 +1,10 @@
 """Runtime memory guards (DESIGN.md section 2, step 4): a real cap on CUDA, a virtual one on CPU.
 
-* :class:`CudaBudget` caps the caching allocator of one CUDA device at the budget with
-  ``torch.cuda.set_per_process_memory_fraction(budget / total)``, so a 4 GiB plan really runs
-  inside 4 GiB of an 80 GiB card, and reads ``max_memory_allocated/reserved`` on exit. The
-  CUDA context (outside the caching allocator) is not capped; the planner accounts for it.
+* :class:`CudaBudget` holds one CUDA process to the budget as ``nvidia-smi`` shows it (the
+  CUDA context and loaded kernels plus the caching allocator): it caps the allocator at the
+  budget less the measured context with ``torch.cuda.set_per_process_memory_fraction``, so a
+  4 GiB run on an 80 GiB card behaves like a 4 GB card, and reads
+  ``max_memory_allocated/reserved`` on exit.
 * :class:`VirtualDeviceBudget` makes the CPU behave like a capped device, so the whole OOM
   path (halve the micro-batch, retry the step, give up at 1 with a ``BudgetError``) runs in CI.
   It is a ``TorchDispatchMode`` that counts the live bytes of every tensor storage of the
@@ -295,37 +296,52 @@ def _cuda_device(device: torch.device | int | None) -> torch.device:
 
 
 class CudaBudget:
-    """Cap one CUDA device's caching allocator at a budget and record its peaks."""
+    """Hold one CUDA process to a budget (context included) and record its peaks.
 
-    def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None) -> None:
+    Args:
+        budget_bytes: what the process may hold on the device; None: no cap, peaks only.
+        device: the CUDA device.
+        context_bytes: what the process holds outside the caching allocator (measured by
+            ``memory.gpus.probe``); the allocator gets the rest of the budget.
+    """
+
+    def __init__(self, budget_bytes: int | None, device: torch.device | int | None = None, *,
+                 context_bytes: int = 0) -> None:
         self.budget_bytes = budget_bytes
+        self.context_bytes = context_bytes
         self.device = _cuda_device(device)
         self.peak_bytes: int | None = None
         self.reserved_bytes: int | None = None
         self._previous_fraction: float = 1.0
 
+    @property
+    def allocator_bytes(self) -> int | None:
+        """The caching allocator's cap: the budget less the context."""
+        return None if self.budget_bytes is None else self.budget_bytes - self.context_bytes
+
     def fraction(self) -> float:
-        """The allocator fraction that makes the cap the budget (1.0 without a budget)."""
-        if self.budget_bytes is None:
+        """The allocator fraction that makes the process's total the budget (1.0 without one)."""
+        cap = self.allocator_bytes
+        if cap is None:
             return 1.0
         total = torch.cuda.get_device_properties(self.device).total_memory
-        return min(1.0, self.budget_bytes / total)
+        return min(1.0, max(0.0, cap / total))
 
     def __enter__(self) -> CudaBudget:
         torch.cuda.synchronize(self.device)
         if self.budget_bytes is not None:
-            held = int(torch.cuda.memory_allocated(self.device))
+            held = int(torch.cuda.memory_allocated(self.device)) + self.context_bytes
             if held > self.budget_bytes:
-                raise _held_too_much(self.budget_bytes, held, "on the GPU ")
+                raise _held_too_much(self.budget_bytes, held, "on the GPU (context included) ")
             getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
             if getter is not None:
                 self._previous_fraction = float(getter(self.device))
             torch.cuda.empty_cache()  # cached blocks above the new cap would count against it
             fraction = self.fraction()
             torch.cuda.set_per_process_memory_fraction(fraction, self.device)
-            log.info(
-                "CUDA budget %s: allocator fraction %.4f", format_bytes(self.budget_bytes), fraction
-            )
+            log.info("CUDA budget %s: %s context, allocator capped at %s (fraction %.4f)",
+                     format_bytes(self.budget_bytes), format_bytes(self.context_bytes),
+                     format_bytes(self.allocator_bytes or 0), fraction)
         torch.cuda.reset_peak_memory_stats(self.device)
         return self
 

@@ -1,8 +1,9 @@
 """Enforce the memory budget over a phase and measure its peak (``snugtune.memory.guard``).
 
-* CUDA: the caching allocator is capped at the budget
-  (``torch.cuda.set_per_process_memory_fraction``); the peaks are
-  ``torch.cuda.max_memory_allocated/reserved``, with or without a budget.
+* CUDA: the process is held to the budget, context included (the caching allocator is capped
+  at the budget less the measured context: ``CudaBudget``); the peak is the whole process's,
+  ``max_memory_reserved`` plus the context (what ``nvidia-smi`` would show at its highest),
+  beside ``max_memory_allocated``, with or without a budget.
 * CPU with a budget (``--gpu-memory`` on ``--device cpu``): the virtual device budget counts
   live tensor bytes and raises ``torch.OutOfMemoryError`` like a capped GPU, so the OOM
   recovery runs for real; the peak is its live-tensor peak; ``reserved_bytes`` stays ``None``
@@ -57,24 +58,33 @@ def held_tensors(model: nn.Module, optimizer: torch.optim.Optimizer | None = Non
 class PeakMeter:
     """Context manager enforcing ``budget_bytes`` on ``device`` and recording the peak.
 
+    Args:
+        device: where the phase runs.
+        budget_bytes: what the process may hold there (CUDA: context included).
+        context_bytes: CUDA: what the process holds outside the caching allocator (measured).
+
     Attributes:
         peak_bytes: peak allocated tensor bytes while open (``None`` where not measured).
         reserved_bytes: peak bytes reserved by the CUDA caching allocator (CUDA only).
+        process_bytes: CUDA: the whole process at its peak, ``reserved_bytes`` plus the context.
         entry_bytes: bytes already allocated when the meter opened (``None`` where unknown).
     """
 
-    def __init__(self, device: torch.device, *, budget_bytes: int | None = None) -> None:
+    def __init__(self, device: torch.device, *, budget_bytes: int | None = None,
+                 context_bytes: int = 0) -> None:
         self.device = device
         self.budget_bytes = budget_bytes
+        self.context_bytes = context_bytes
         self.peak_bytes: int | None = None
         self.reserved_bytes: int | None = None
+        self.process_bytes: int | None = None
         self.entry_bytes: int | None = None
         self._cuda: CudaBudget | None = None
         self._virtual: VirtualDeviceBudget | None = None
 
     def __enter__(self) -> PeakMeter:
         if self.device.type == "cuda":
-            self._cuda = CudaBudget(self.budget_bytes, self.device)
+            self._cuda = CudaBudget(self.budget_bytes, self.device, context_bytes=self.context_bytes)
             self.entry_bytes = int(torch.cuda.memory_allocated(self.device))
             self._cuda.__enter__()
         elif self.budget_bytes is not None:
@@ -96,6 +106,7 @@ class PeakMeter:
         if self._cuda is not None:
             self._cuda.__exit__(et, e, tb)
             self.peak_bytes, self.reserved_bytes = self._cuda.peak_bytes, self._cuda.reserved_bytes
+            self.process_bytes = (self.reserved_bytes or 0) + self.context_bytes
         elif self._virtual is not None:
             self._virtual.__exit__(et, e, tb)
             self.peak_bytes = self._virtual.peak_bytes

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from snugtune.memory.device import DeviceEstimate, GpuProfile, replay
+from snugtune.memory.device import DeviceEstimate, GpuProfile, needed_bytes, replay
 from snugtune.memory.estimate import MemoryReport, report_from_trace
 from snugtune.memory.simulator import StepConfig, simulate
 from snugtune.memory.trace import Trace, at_batch
@@ -65,6 +65,10 @@ class BatchSweep:
     def estimate(self, batch: int, gpu: GpuProfile, *, budget: int | None = None) -> DeviceEstimate:
         """Device estimate at ``batch`` (within ``budget`` bytes of device memory if given)."""
         return replay(self.trace(batch), self.cfg.device, gpu, budget=budget)
+
+    def needed(self, batch: int, gpu: GpuProfile) -> int:
+        """The least device memory the step at ``batch`` runs in (:func:`needed_bytes`)."""
+        return needed_bytes(self.trace(batch), self.cfg.device, gpu)
 
     def report(
         self, batch: int, gpu: GpuProfile, *, budget: int | None = None, direct: bool = False

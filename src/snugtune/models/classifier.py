@@ -114,6 +114,7 @@ def build_classifier(
     weights: str = "auto",
     head_hidden: int | None = None,
     head_dropout: float = 0.2,
+    pre_logits: bool = False,
     device: str | torch.device | None = None,
 ) -> Classifier:
     """Build backbone + new head, with pretrained backbone weights.
@@ -124,6 +125,7 @@ def build_classifier(
         weights: ``"auto"`` (package, cache or hub), ``"none"`` (random) or a file path.
         head_hidden: optional dense layer width in the head.
         head_dropout: dropout before the head's linear layers.
+        pre_logits: keep a timm backbone's pre-logits layers (see ``zoo.build_backbone``).
         device: ``"meta"`` builds without allocating (for memory simulation; needs
             ``weights="none"``).
 
@@ -135,7 +137,7 @@ def build_classifier(
     meta = device is not None and torch.device(device).type == "meta"
     ctx = torch.device("meta") if meta else contextlib.nullcontext()
     with ctx:
-        backbone, width, pre = build_backbone(spec)
+        backbone, width, pre = build_backbone(spec, pre_logits=pre_logits)
         head = Head(width, num_classes, hidden=head_hidden, dropout=head_dropout)
     info = load_pretrained(backbone, spec, "none" if meta else weights)
     model = Classifier(backbone, head, spec=spec, preprocessing=pre, weights=info)

@@ -135,7 +135,8 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, weights: str) -> We
 def _load_from_hub(backbone: nn.Module, spec: BackboneSpec) -> WeightsInfo:
     if spec.source == "timm":
         src = timm.create_model(spec.name, pretrained=True, num_classes=0)
-        backbone.load_state_dict(src.state_dict())
+        own = backbone.state_dict()  # without the pre-logits layers it may have dropped
+        backbone.load_state_dict({k: v for k, v in src.state_dict().items() if k in own})
         tag = getattr(src, "pretrained_cfg", {}).get("tag") or "default"
         return WeightsInfo("timm-hub", f"timm:{spec.name}.{tag}")
     entry = torchvision.models.get_model_weights(spec.name).DEFAULT

@@ -82,10 +82,16 @@ def resolve_backbone(name: str) -> BackboneSpec:
     raise ConfigError(f"--model: {name!r} is not a timm or torchvision model{hint}")
 
 
-def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
-    """Randomly initialised headless backbone, its pooled width F, and its preprocessing."""
+def build_backbone(spec: BackboneSpec, *, pre_logits: bool = False) -> tuple[nn.Module, int, Preprocessing]:
+    """Randomly initialised headless backbone, its pooled width F, and its preprocessing.
+
+    A backbone means its features, pooled (Keras' ``include_top=False, pooling="avg"``): a timm
+    model's pre-logits layers (VGG's fc6/fc7 as convolutions, ``ConvMlp``: 119.5 M of vgg16's
+    134 M parameters) belong to its old classifier and are dropped unless ``pre_logits``.
+    """
     if spec.source == "timm":
         model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+        dropped = _drop_pre_logits(model) if not pre_logits else False
         cfg = timm.data.resolve_model_data_config(model)
         pre = Preprocessing(
             size=int(cfg["input_size"][-1]),
@@ -95,7 +101,7 @@ def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
             crop_pct=float(cfg["crop_pct"]),
         )
         # Models with a conv head after pooling (mobilenetv3, lcnet) output head_hidden_size.
-        hidden = getattr(model, "head_hidden_size", None)
+        hidden = None if dropped else getattr(model, "head_hidden_size", None)
         width = int(hidden) if hidden else int(getattr(model, "num_features", 0))
         return model, width, pre
     model = torchvision.models.get_model(spec.name, weights=None)
@@ -106,6 +112,15 @@ def build_backbone(spec: BackboneSpec) -> tuple[nn.Module, int, Preprocessing]:
         width = int(model(torch.zeros(1, 3, 64, 64)).shape[1])
         model.train(was)
     return model, width, Preprocessing(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _drop_pre_logits(model: nn.Module) -> bool:
+    """Replace a timm model's trainable ``pre_logits`` block by identity; whether it had one."""
+    block = getattr(model, "pre_logits", None)
+    if not isinstance(block, nn.Module) or not any(True for _ in block.parameters()):
+        return False
+    model.pre_logits = nn.Identity()
+    return True
 
 
 def _strip_torchvision_top(model: nn.Module) -> None:

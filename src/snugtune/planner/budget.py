@@ -56,15 +56,8 @@ def grouped(breakdown: dict[str, int]) -> dict[str, int]:
 
 def min_need(ctx: PlanContext, sweep: BatchSweep, batch: int) -> tuple[int, MemoryReport]:
     """Smallest budget (bytes) under which ``batch`` fits, and the report at that budget."""
-    free = sweep.estimate(batch, ctx.gpu)
-    # lo fails (below the live tensors), hi fits (the unconstrained peak)
-    lo, hi = free.context_bytes + free.tensor_peak_bytes - 1, free.predicted_peak_bytes
-    if ctx.device == "cuda":
-        while hi - lo > MIB:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if not sweep.estimate(batch, ctx.gpu, budget=mid).oom else (mid, hi)
-    report = sweep.report(batch, ctx.gpu, budget=hi)
-    return int(hi / (1.0 - SAFETY_MARGIN)), report
+    need = sweep.needed(batch, ctx.gpu)
+    return int(need / (1.0 - SAFETY_MARGIN)), sweep.report(batch, ctx.gpu, budget=need)
 
 
 def _fits_at_one(ctx: PlanContext, phase: PhaseConfig, cand: Candidate) -> bool:
@@ -98,8 +91,8 @@ def budget_error(ctx: PlanContext, phase: PhaseConfig, cand: Candidate) -> Budge
     budget = ctx.budget or 0
     need, report = min_need(ctx, ctx.sweep(phase, cand, 1), 1)
     parts = ", ".join(f"{g} {_num(v)}" for g, v in grouped(report.breakdown).items() if v)
-    what = f"{cand.precision}" + (f", checkpointing blocks {_span(cand.checkpointing)}"
-                                  if cand.checkpointing else "")
+    what = f"training {phase.trainable}, {cand.precision}" + (
+        f", checkpointing blocks {_span(cand.checkpointing)}" if cand.checkpointing else "")
     tries = _suggestions(ctx, phase, cand) + [f"--gpu-memory {_size(need)} or more"]
     return BudgetError(
         f"Budget {_size(budget)} < {_size(need)} needed at batch 1 for phase "

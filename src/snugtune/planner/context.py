@@ -35,8 +35,15 @@ class PlanContext:
 
     @property
     def budget(self) -> int | None:
-        """The memory budget in bytes (``--gpu-memory``)."""
-        return self.cfg.gpu_memory
+        """What the process may hold on the device: ``--gpu-memory``, at most what the card
+        has room for (measured: its free memory and what this process holds; offline: its
+        capacity); without a budget, that room (CUDA only; the generic profile has none)."""
+        room = None
+        if self.device == "cuda":
+            room = self.gpu.available_bytes or self.gpu.memory_bytes
+        if self.cfg.gpu_memory is None:
+            return room
+        return self.cfg.gpu_memory if room is None else min(self.cfg.gpu_memory, room)
 
     @property
     def usable(self) -> int | None:

@@ -7,11 +7,13 @@ for every batch from two simulations (:class:`snugtune.memory.BatchSweep`); a ca
 already runs the whole batch ends the search, since every later one is slower per image.
 The winner is verified by simulating its micro-batch directly. When a phase fits in no
 configuration even at micro-batch 1, its deepest trainable blocks are frozen one at a time
-(``top:N`` -> ``top:N-1`` ... ``top:1``, "all" counting as every block) and the deepest depth
-that fits is planned (``limited_by="frozen depth"``); only when ``top:1`` does not fit either
-does planning fail, with the figures of the depth that was asked for.
+(``top:N`` -> ``top:N-1`` ... ``top:1`` -> ``head``, "all" counting as every block) and the
+deepest depth that fits is planned (``limited_by="frozen depth"``; at ``head`` the phase trains
+on cached features); only when the head alone does not fit either does planning fail, with
+the figures of the depth that was asked for.
 
-Nothing here touches a GPU: the budget, the device and the GPU profile come from the config.
+Nothing here touches a GPU: the budget, the device and the GPU profile (measured on the card or
+offline) come from the caller.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
@@ -52,6 +56,8 @@ def plan_run(
     device: str,
     model: nn.Module | None = None,
     world_size: int = 1,
+    gpu: GpuProfile | None = None,
+    device_info: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Plan every phase of a run.
 
@@ -65,6 +71,10 @@ def plan_run(
         model: the model to plan for (a ``Classifier``, real or on the meta device); built
             from ``cfg.model`` on the meta device when omitted. It is not modified.
         world_size: data-parallel processes sharing each batch (the budget is per device).
+        gpu: the GPU's profile (``memory.resolve_gpu``: measured on the card present, or
+            offline); by default ``get_gpu_profile(cfg.gpu)``. Without ``--gpu-memory`` a plan
+            for a measured card fits the memory this process may use on it.
+        device_info: the card's own figures when it was asked (recorded in the plan).
 
     Raises:
         BudgetError: a phase fits the budget in no configuration, even at micro-batch 1.
@@ -74,8 +84,8 @@ def plan_run(
     dev = device
     ctx = PlanContext(
         cfg=cfg, model=model if model is not None else build_model(
-            cfg.model, num_classes, cfg.head_hidden),
-        gpu=get_gpu_profile(cfg.gpu), device=dev, resolution=resolution,
+            cfg.model, num_classes, cfg.head_hidden, cfg.pre_logits),
+        gpu=gpu or get_gpu_profile(cfg.gpu), device=dev, resolution=resolution,
         num_classes=num_classes, num_train=num_train,
         batch=local_batch(cfg.batch_size, num_train, world_size),
     )
@@ -83,10 +93,13 @@ def plan_run(
     sims = sum(s.simulations for s in ctx.sweeps.values())
     log.info("planned %d phases in %.1f s (%d simulations)", len(phases),
              time.perf_counter() - started, sims)
+    cuda = dev == "cuda"
     return Plan(
-        model=cfg.model, device=dev, gpu=ctx.gpu.name if dev == "cuda" else "cpu",
+        model=cfg.model, device=dev, gpu=ctx.gpu.name if cuda else "cpu",
         resolution=resolution, num_classes=num_classes, num_train=num_train,
-        batch_size=cfg.batch_size, budget_bytes=cfg.gpu_memory, phases=phases,
+        batch_size=cfg.batch_size, budget_bytes=ctx.budget, phases=phases,
+        gpu_profile=ctx.gpu.to_dict() if cuda else None,
+        device_info=dict(device_info) if device_info else None,
     )
 
 
@@ -142,16 +155,23 @@ def plan_phase(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:
     except BudgetError:
         top = phase.top_blocks()
         deepest = block_count(ctx.model) if top is None else top
-        for depth in range(deepest - 1, 0, -1):
-            shallower = dataclasses.replace(phase, trainable=f"top:{depth}")
-            leanest = max(candidates(ctx, shallower), key=lambda c: (c.precision != "fp32", c.checkpoint_fraction))
-            if not _fits(ctx, ctx.sweep(shallower, leanest, 1), 1):
+        for depth in range(deepest - 1, -1, -1):  # down to the head alone (features cached)
+            shallower = dataclasses.replace(phase, trainable=f"top:{depth}" if depth else "head")
+            if not _fits(ctx, ctx.sweep(shallower, _leanest(ctx, shallower), 1), 1):
                 continue
             plan = _plan_at_depth(ctx, shallower)
             log.warning("phase %s: %s does not fit the budget in any configuration; training %s "
                         "(the deepest depth that fits)", phase.name, phase.trainable, plan.trainable)
             return dataclasses.replace(plan, limited_by="frozen depth")
-        raise
+        if deepest == 0:
+            raise
+    head = dataclasses.replace(phase, trainable="head")  # not even the head: say what it needs
+    raise budget_error(ctx, head, _leanest(ctx, head))
+
+
+def _leanest(ctx: PlanContext, phase: PhaseConfig) -> Candidate:
+    """The configuration with the smallest memory: low precision, most blocks checkpointed."""
+    return max(candidates(ctx, phase), key=lambda c: (c.precision != "fp32", c.checkpoint_fraction))
 
 
 def _plan_at_depth(ctx: PlanContext, phase: PhaseConfig) -> PhasePlan:

@@ -84,7 +84,19 @@ class Plan:
     batch_size: int
     budget_bytes: int | None
     phases: tuple[PhasePlan, ...]
+    gpu_profile: dict[str, Any] | None = None
+    device_info: dict[str, Any] | None = None
     version: int = PLAN_VERSION
+
+    @property
+    def context_bytes(self) -> int:
+        """The most CUDA context the plan may have counted (0 on the CPU): the profile's, and
+        the cuDNN kernels a network of convolutions loads after a probe. The guard caps the
+        caching allocator at the budget less this."""
+        if self.device != "cuda" or not self.gpu_profile:
+            return 0
+        return int(self.gpu_profile.get("context_bytes", 0)) + int(
+            self.gpu_profile.get("conv_kernels_bytes", 0))
 
     def phase(self, name: str) -> PhasePlan:
         """The plan of the phase called ``name``.

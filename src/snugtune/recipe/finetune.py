@@ -156,7 +156,8 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World,
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     data = world.from_main(lambda: prepare_data(cfg, run))
     model = build_classifier(cfg.model, len(data.classes), weights=cfg.weights,
-                             head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout)
+                             head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout,
+                             pre_logits=cfg.pre_logits)
     state, resolution = RunState(), choose_resolution(cfg.resolution, model.preprocessing,
                                                       data.scan.median_size)
     if checkpoint is not None:
@@ -187,7 +188,8 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
     micro, best = state.phase.micro or MicroBatch(plan.micro_batch), parts.best
     log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, plan.trainable,
              micro.size, micro.accumulation(batch), plan.precision, phase.epochs)
-    meter = PeakMeter(setup.world.device, budget_bytes=cfg.gpu_memory)
+    meter = PeakMeter(setup.world.device, budget_bytes=cfg.gpu_memory,
+                      context_bytes=setup.plan.context_bytes)
     with meter:
         while state.phase.epoch < phase.epochs and not state.phase.stopped_early:
             seed = epoch_seed(cfg.seed, state.phase_index, state.phase.epoch)
@@ -360,6 +362,7 @@ def _result(phase: PhaseConfig, plan: PhasePlan, progress_: PhaseProgress, micro
         predicted_peak_bytes=plan.predicted_peak_bytes,
         measured_peak_bytes=meter.peak_bytes if meter else None,
         measured_reserved_bytes=meter.reserved_bytes if meter else None,
+        measured_process_bytes=meter.process_bytes if meter else None,
         measured_entry_bytes=meter.entry_bytes if meter else None,  # held before step 1
         budget_bytes=plan.budget_bytes, feature_cache=inputs.feature_cache if inputs else None,
     )

@@ -58,7 +58,7 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
         metrics={"best_val_accuracy": summary.best_val_accuracy},
         extra={"weights": run.weights.name, "pretrained": model.weights.source,
                "head": {"hidden": cfg.head_hidden, "dropout": cfg.head_dropout},
-               "model": cfg.model},
+               "model": cfg.model, "pre_logits": cfg.pre_logits},
     )
     run.write_summary(summary)
     issues = {"skipped": [vars(i) for i in data.scan.skipped],

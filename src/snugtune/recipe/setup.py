@@ -20,7 +20,7 @@ from snugtune.data import (
     split_samples,
 )
 from snugtune.errors import DataError, SnugtuneError
-from snugtune.memory import build_model
+from snugtune.memory import build_model, resolve_gpu
 from snugtune.models import Classifier, Preprocessing
 from snugtune.planner import Plan, plan_run
 from snugtune.recipe.distributed import World
@@ -119,8 +119,10 @@ def plan_phases(cfg: TrainConfig, model: Classifier, data: DataBundle, resolutio
                 return plan
         except (SnugtuneError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable %s (%s); planning again", run.plan, e)
+    gpu, info = resolve_gpu(cfg.gpu, device.type)  # auto on CUDA: ask the card
     plan = plan_run(cfg, num_classes=len(data.classes), num_train=len(data.train),
-                    resolution=resolution, device=device.type, model=model, world_size=world_size)
+                    resolution=resolution, device=device.type, model=model, world_size=world_size,
+                    gpu=gpu, device_info=info.to_dict() if info else None)
     plan.save(run.plan)
     for p in plan.phases:
         log.info("plan %s: micro-batch %d x %d, %s, checkpointing %s, predicted peak %.1f MiB%s",
@@ -141,7 +143,10 @@ def plan_folder(cfg: TrainConfig) -> Plan:
     train = scan.samples
     if scan.val_samples is None:
         train, _ = split_samples(scan.samples, cfg.val_split, cfg.seed)
-    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden)
+    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden, cfg.pre_logits)
     resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
+    device = plan_device(cfg.device, cfg.gpu)
+    gpu, info = resolve_gpu(cfg.gpu, device)
     return plan_run(cfg, num_classes=len(scan.classes), num_train=len(train),
-                    resolution=resolution, device=plan_device(cfg.device, cfg.gpu), model=model)
+                    resolution=resolution, device=device, model=model, gpu=gpu,
+                    device_info=info.to_dict() if info else None)

@@ -136,7 +136,7 @@ def plot_memory(
     """
     names = [p.name or f"phase {i + 1}" for i, p in enumerate(phases)]
     predicted = [_number(p.predicted_peak_bytes) for p in phases]
-    measured = [_number(p.measured_peak_bytes) for p in phases]
+    measured = [_number(p.measured_process_bytes or p.measured_peak_bytes) for p in phases]
     if budget_bytes is None:
         budgets = [p.budget_bytes for p in phases if p.budget_bytes is not None]
         budget_bytes = max(budgets) if budgets else None

@@ -204,7 +204,8 @@ def _feature_cache(cache: CacheInfo | None) -> str:
 def _memory_row(phase: PhaseResult, index: int) -> list[str]:
     micro, accum = phase.micro_batch, phase.accumulation
     effective = fmt_int(micro * accum) if micro is not None and accum is not None else MISSING
-    predicted, measured = phase.predicted_peak_bytes, phase.measured_peak_bytes
+    predicted = phase.predicted_peak_bytes
+    measured = phase.measured_process_bytes or phase.measured_peak_bytes  # CUDA: whole process
     ratio = f"{measured / predicted:.0%}" if predicted and measured is not None else MISSING
     return [
         _phase_name(phase, index),

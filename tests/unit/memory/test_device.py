@@ -14,13 +14,8 @@ from snugtune.memory.allocator import (
     segment_size,
 )
 from snugtune.memory.backends import onednn_conv_extra_bytes
-from snugtune.memory.device import (
-    CUBLAS_HANDLES,
-    CUBLAS_WORKSPACE_BYTES,
-    GPU_PROFILES,
-    get_gpu_profile,
-    replay,
-)
+from snugtune.memory.device import CUBLAS_HANDLES, context_bytes, needed_bytes, replay
+from snugtune.memory.gpus import CUBLAS_WORKSPACE_BYTES, PROFILES, get_gpu_profile
 from snugtune.memory.trace import ALLOC, CONV, FREE, MARK, Category, ConvCall, StorageInfo, Trace
 
 MIB = 1 << 20
@@ -81,12 +76,29 @@ def test_fragmentation_grows_reserved_and_cap_releases_cache():
 
 
 def test_profiles():
-    for name in ("generic", "a100-40gb", "h100-80gb", "t4-16gb", "rtx2070-8gb"):
-        assert GPU_PROFILES[name].context_bytes > 0
+    for name in ("generic", "a100-40gb", "h100-80gb", "t4-16gb", "rtx2070-8gb", "gtx1650-4gb"):
+        p = PROFILES[name]
+        assert 0 < p.context_bytes < 1 << 30 and p.source
+        assert p.memory_bytes is None or p.context_bytes < p.memory_bytes
+    # the generic context is the largest of the single-card ones: a plan for an unknown card
+    assert PROFILES["generic"].context_bytes == max(p.context_bytes for p in PROFILES.values())
     assert get_gpu_profile("A100-40GB").bf16 and not get_gpu_profile("t4-16gb").bf16
     assert get_gpu_profile("h100-80gb").cublas_workspace_bytes == 32 * MIB
+    assert get_gpu_profile("auto") == PROFILES["generic"]
     with pytest.raises(ConfigError, match="a100-40gb"):
         get_gpu_profile("nope")
+
+
+def test_conv_kernels_are_added_only_for_convolution_networks_and_probed_contexts():
+    conv = ConvCall(backward=False, input_shape=(1, 8, 8, 8), weight_shape=(8, 8, 3, 3),
+                    output_shape=(1, 8, 8, 8), itemsize=4, groups=1, stride=(1, 1),
+                    dilation=(1, 1))
+    convnet = Trace(events=(), infos=(), labels=("train.forward",), convs=(conv,) * 5)
+    transformer = replace(convnet, convs=(conv,))  # a patch embedding only
+    probed = replace(PROFILES["t4-16gb"], conv_kernels_bytes=128 * MIB)
+    assert context_bytes(convnet, PROFILES["t4-16gb"]) == PROFILES["t4-16gb"].context_bytes
+    assert context_bytes(convnet, probed) == probed.context_bytes + 128 * MIB
+    assert context_bytes(transformer, probed) == probed.context_bytes
 
 
 def _trace(events, convs=()):
@@ -131,3 +143,18 @@ def replay_block() -> int:
     from snugtune.memory.backends import onednn_block
 
     return onednn_block()
+
+
+def test_needed_bytes_is_below_the_uncapped_peak_when_the_cache_can_be_released():
+    gpu = get_gpu_profile("t4-16gb")
+    # 60 MiB freed, then 70 MiB: uncapped, the cached 60 MiB segment stays (130 MiB reserved);
+    # capped, the allocator releases it and 70 MiB is enough
+    t = _trace([(MARK, 0, 0), (ALLOC, 0, 60 * MIB), (FREE, 0, 60 * MIB), (ALLOC, 1, 70 * MIB)])
+    free = replay(t, "cuda", gpu)
+    need = needed_bytes(t, "cuda", gpu)
+    cublas = CUBLAS_HANDLES * CUBLAS_WORKSPACE_BYTES
+    assert free.predicted_peak_bytes - need >= 60 * MIB - 1 * MIB
+    assert not replay(t, "cuda", gpu, budget=need).oom
+    assert replay(t, "cuda", gpu, budget=need - 2 * MIB).oom
+    assert need >= gpu.context_bytes + 70 * MIB + cublas
+    assert needed_bytes(t, "cpu") == replay(t, "cpu").predicted_peak_bytes

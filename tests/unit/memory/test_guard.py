@@ -229,6 +229,33 @@ def test_cuda_fraction_is_budget_over_total(monkeypatch: pytest.MonkeyPatch) -> 
     assert CudaBudget(200 * 2**30, dev).fraction() == 1.0
 
 
+def test_cuda_budget_counts_the_context_so_the_process_holds_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Props:
+        total_memory = 80 * 2**30
+
+    fractions: list[float] = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _d: Props())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda _d=None: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda _d=None: None)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0,
+                        raising=False)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda f, _d=None: fractions.append(f))
+    allocated = {"bytes": 100 * 2**20}
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda _d=None: allocated["bytes"])
+    dev = torch.device("cuda", 0)
+    # a "4 GiB card" on an 80 GiB one: 512 MiB of context, the allocator gets the other 3.5 GiB
+    with CudaBudget(4 * 2**30, dev, context_bytes=512 * 2**20) as g:
+        assert g.allocator_bytes == int(3.5 * 2**30)
+    assert fractions == [pytest.approx(3.5 / 80), 1.0]  # capped, then restored on exit
+    allocated["bytes"] = 3800 * 2**20  # 3.71 GiB already held + 0.5 context > 4 GiB
+    with pytest.raises(BudgetError, match="context included"), CudaBudget(
+            4 * 2**30, dev, context_bytes=512 * 2**20):
+        pass
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_budget_caps_the_allocator() -> None:
     dev = torch.device("cuda", 0)

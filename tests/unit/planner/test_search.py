@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ from torch import nn
 from snugtune.cli import main
 from snugtune.config import build_config
 from snugtune.errors import BudgetError
+from snugtune.memory import PROFILES
 from snugtune.planner import Plan, plan_run
 from snugtune.units import GIB, MIB
 
@@ -142,3 +144,53 @@ def test_a_budget_too_small_for_the_asked_depth_freezes_more():
     assert ft.predicted_peak_bytes <= 25 * MIB
     with pytest.raises(BudgetError):
         run(4 * MIB)  # below the weights alone: no depth fits
+
+
+def _heavy_top() -> nn.Module:
+    """The last block's weights (9.4 MB), gradients and Adam state dominate the step."""
+    with torch.device("meta"):
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(16, 512, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(512, 512, 3, padding=1), nn.ReLU()),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 4),
+        )
+
+
+def test_freezing_goes_down_to_the_head_before_refusing():
+    model = _heavy_top()
+    phases = [{"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": "all"}]
+
+    def run(budget):
+        return plan_run(cfg(gpu_memory=budget, batch_size=8, phases=phases), num_classes=4,
+                        num_train=100, resolution=16, device="cpu", model=model).phase("finetune")
+
+    ft = run(25 * MIB)  # any trainable block brings its 9.4 MB four times over
+    assert (ft.trainable, ft.limited_by, ft.feature_cache) == ("head", "frozen depth", True)
+    assert ft.predicted_peak_bytes <= 25 * MIB
+    with pytest.raises(BudgetError, match="training head"):
+        run(8 * MIB)  # below the frozen weights alone: the error is about the head
+
+
+def test_a_card_without_a_budget_is_planned_to_its_room():
+    free = plan(cfg(gpu="t4-16gb"), device="cuda")
+    assert free.budget_bytes == PROFILES["t4-16gb"].memory_bytes  # offline: its capacity
+    measured = dataclasses.replace(PROFILES["t4-16gb"], source="measured",
+                                   available_bytes=3 * GIB)
+    p = plan_run(cfg(gpu_memory=4 * GIB), num_classes=4, num_train=10_000, resolution=32,
+                 device="cuda", model=MODEL, gpu=measured, device_info={"name": "Tesla T4"})
+    assert p.budget_bytes == 3 * GIB  # the budget, at most the card's free room
+    assert p.device_info == {"name": "Tesla T4"} and p.gpu_profile is not None
+    assert p.context_bytes == PROFILES["t4-16gb"].context_bytes
+    assert plan(cfg()).budget_bytes is None  # the CPU without a budget: none
+
+
+@pytest.mark.parametrize("name", ["vgg16", "timm:vgg16"])
+def test_vgg16_at_224_fits_a_4gib_card(name):
+    c = cfg(model=name, gpu_memory=4 * GIB, gpu="gtx1650-4gb", batch_size=32)
+    p = plan_run(c, num_classes=5, num_train=1000, resolution=224, device="cuda")
+    for ph in p.phases:
+        assert ph.predicted_peak_bytes <= PROFILES["gtx1650-4gb"].memory_bytes
+    assert p.budget_bytes == PROFILES["gtx1650-4gb"].memory_bytes  # 3.81 GiB, not the 4 asked
+    assert p.phase("finetune").precision == "fp16"

@@ -1,0 +1,286 @@
+"""GPU truth: the memory model against a real CUDA device, in one command of a few minutes.
+
+    PYTHONPATH=src python3 benchmarks/gpu_truth.py                 # on a machine with CUDA
+    python benchmarks/gpu_truth.py --dry-run --models mobilenet_v2  # anywhere: predictions only
+
+Needs only torch, torchvision, timm and what snugtune's library imports (no install step, no
+pretrained weights: every model is randomly initialised). Measured on the device:
+
+1. ``context``: fresh processes with ``CUDA_MODULE_LOADING=LAZY`` and ``=EAGER`` each ask the
+   card (``snugtune.memory.probe``: CUDA, cuBLAS and cuDNN initialised): what a process holds
+   outside PyTorch's caching allocator, the card's total and free memory.
+2. ``matrix``: vgg16, efficientnet_b0, mobilenet_v2 and resnet50 (torchvision) at 224 px, for
+   fp32 and autocast (bf16 on sm80+, else fp16), trainable ``head``, ``top:2`` and ``all`` at
+   micro-batches 16 and 64, and ``all`` with every block checkpointed at 64: the trainer's own
+   step (``snugtune.memory.run_steps``: two optimizer steps and an evaluation, fused AdamW)
+   runs on the card, one process per (model, precision); between configurations everything is
+   freed and the allocator's cache emptied. Measured: ``max_memory_reserved`` plus the context
+   the process holds after the run (kernels load lazily, so it is read at the end), against
+   ``estimate_memory`` with the card's measured profile.
+3. ``budget_run``: ``snugtune.train`` of torchvision VGG16 at 224 px on generated images under
+   ``--gpu-memory 4GiB``: the plan, the phases' measured whole-process peaks, and NVML's view of
+   this process sampled every 20 ms when ``pynvml`` is installed. Passes when every peak < 4 GiB.
+4. ``oom_recovery``: ResNet-50 fine-tuned with a forced micro-batch of 32 under a budget between
+   the predicted peaks of micro-batch 8 and 32: the run must halve and finish.
+
+The JSON goes to ``--out`` (a folder: ``gpu_truth_<gpu>.json``, or a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import snugtune
+from snugtune.data import make_image_folder
+from snugtune.memory import GpuProfile, estimate_memory, get_gpu_profile, probe, run_steps
+from snugtune.memory.modules import configured
+from snugtune.memory.simulator import StepConfig
+from snugtune.models import build_classifier
+from snugtune.units import GIB
+
+MODELS = ("vgg16", "efficientnet_b0", "mobilenet_v2", "resnet50")
+RES = 224
+CLASSES = 1000
+BUDGET_RUN_BYTES = 4 * GIB
+
+
+def configs(precision_low: str) -> list[dict[str, Any]]:
+    """The matrix of one model (see the module docstring)."""
+    out = []
+    for precision in ("fp32", precision_low):
+        for trainable in ("head", "top:2", "all"):
+            for batch in (16, 64):
+                out.append({"precision": precision, "trainable": trainable, "batch": batch,
+                            "checkpointing": False})
+        out.append({"precision": precision, "trainable": "all", "batch": 64, "checkpointing": True})
+    return out
+
+
+def predict(model: str, c: dict[str, Any], gpu: GpuProfile) -> dict[str, int]:
+    r = estimate_memory(model, batch=c["batch"], res=RES, classes=CLASSES,
+                        precision=c["precision"], trainable=c["trainable"],
+                        checkpointing=c["checkpointing"], channels_last=c["precision"] != "fp32",
+                        device="cuda", gpu=gpu)
+    return {"predicted_bytes": r.predicted_peak_bytes, "predicted_tensor_bytes": r.tensor_peak_bytes,
+            "predicted_context_bytes": r.breakdown["cuda_context"]}
+
+
+# ------------------------------------------------------------------ measured in child processes
+
+
+def _process_context(dev: torch.device) -> int:
+    """This process's memory outside the caching allocator, now."""
+    info = probe(dev)
+    return info.context_bytes
+
+
+def child_context() -> dict[str, Any]:
+    """Run in a fresh process: the card's figures right after initialisation."""
+    t0 = time.perf_counter()
+    info = probe(torch.device("cuda", 0))
+    return {**info.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def child_matrix(model_name: str, precision: str) -> list[dict[str, Any]]:
+    """Run in a fresh process: the measured peaks of one model at one precision."""
+    dev = torch.device("cuda", 0)
+    context_start = _process_context(dev)
+    rows = []
+    for c in [c for c in configs(precision) if c["precision"] == precision]:
+        torch.manual_seed(0)
+        model = build_classifier(model_name, CLASSES, weights="none").to(dev)
+        cfg = StepConfig(batch=c["batch"], res=RES, precision=c["precision"],
+                         trainable=c["trainable"], channels_last=c["precision"] != "fp32",
+                         checkpointing=tuple(range(len(model.blocks))) if c["checkpointing"] else (),
+                         device="cuda")
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        try:
+            with configured(model, cfg.trainable, cfg.checkpointing):
+                run_steps(model, cfg, classes=CLASSES)
+            torch.cuda.synchronize(dev)
+            error = None
+        except torch.OutOfMemoryError as e:
+            error = f"out of memory: {str(e).splitlines()[0][:200]}"
+        reserved = int(torch.cuda.max_memory_reserved(dev))
+        allocated = int(torch.cuda.max_memory_allocated(dev))
+        context = _process_context(dev)
+        rows.append({**c, "model": model_name, "measured_reserved_bytes": reserved,
+                     "measured_allocated_bytes": allocated, "context_after_bytes": context,
+                     "measured_bytes": reserved + context, "seconds": round(time.perf_counter() - t0, 2),
+                     "error": error})
+        del model
+        torch.cuda.empty_cache()
+    return [{**r, "context_start_bytes": context_start} for r in rows]
+
+
+def _in_child(call: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
+    """``call`` (a Python expression on this module) in a fresh interpreter, its JSON result."""
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import gpu_truth as g; print('RESULT ' + json.dumps(g.{call}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=timeout)
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        return {"error": (p.stderr or p.stdout)[-2000:]}
+    return json.loads(line[len("RESULT "):])
+
+
+# ------------------------------------------------------------------ runs through the recipe
+
+
+class _NvmlSampler:
+    """This process's memory on the card as NVML sees it, sampled in a thread (max kept)."""
+
+    def __init__(self) -> None:
+        self.peak: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _NvmlSampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # noqa: BLE001 - no NVML: no sampling, said in the JSON
+            return self
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                try:
+                    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                        if proc.pid == os.getpid() and proc.usedGpuMemory:
+                            self.peak = max(self.peak or 0, int(proc.usedGpuMemory))
+                except Exception:  # noqa: BLE001
+                    return
+                time.sleep(0.02)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+
+def _train(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    data = make_image_folder(work / "data", classes=3, per_class=16, size=RES, seed=0)
+    cfg = snugtune.build_config(overrides={
+        "data": str(data), "out": str(work / f"run-{time.monotonic_ns()}"), "weights": "none",
+        "resolution": RES, "workers": 0, "progress": False, "val_split": 0.25,
+        "phases": [{"name": "head", "epochs": 1, "lr": 1e-3},
+                   {"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": "top:2"}],
+        **overrides})
+    t0 = time.perf_counter()
+    with _NvmlSampler() as nvml:
+        result = snugtune.train(cfg)
+    s = result.summary
+    return {"seconds": round(time.perf_counter() - t0, 1), "nvml_peak_bytes": nvml.peak,
+            "phases": [p.to_dict() for p in s.phases],
+            "plan": json.loads(Path(result.run_dir, "plan.json").read_text())}
+
+
+def budget_run(work: Path) -> dict[str, Any]:
+    r = _train(work, {"model": "vgg16", "gpu_memory": BUDGET_RUN_BYTES})
+    peaks = [p["measured_process_bytes"] for p in r["phases"] if p["measured_process_bytes"]]
+    worst = max(peaks + ([r["nvml_peak_bytes"]] if r["nvml_peak_bytes"] else []), default=None)
+    return {**r, "budget_bytes": BUDGET_RUN_BYTES, "worst_peak_bytes": worst,
+            "under_budget": worst is not None and worst < BUDGET_RUN_BYTES}
+
+
+def oom_recovery(work: Path, gpu: GpuProfile, precision: str) -> dict[str, Any]:
+    def pred(batch: int) -> int:
+        return estimate_memory("resnet50", batch=batch, res=RES, classes=3, precision=precision,
+                               trainable="top:2", channels_last=precision != "fp32", device="cuda",
+                               gpu=gpu).predicted_peak_bytes
+
+    budget = (pred(8) + pred(32)) // 2
+    r = _train(work, {"model": "resnet50", "gpu_memory": budget, "micro_batch": 32,
+                      "batch_size": 32, "precision": precision})
+    finetune = r["phases"][1]
+    return {**r, "budget_bytes": budget, "recovered": finetune["oom_recoveries"] >= 1,
+            "final_micro_batch": finetune["micro_batch"]}
+
+
+# ------------------------------------------------------------------ the report
+
+
+def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if r.get("measured_bytes") and not r.get("error")]
+    errs = [(r["predicted_bytes"] - r["measured_bytes"]) / r["measured_bytes"] for r in ok]
+    if not errs:
+        return {"n": 0}
+    return {"n": len(errs), "median_abs_error": statistics.median(abs(e) for e in errs),
+            "max_abs_error": max(abs(e) for e in errs), "mean_error": statistics.mean(errs),
+            "targets": {"median": 0.05, "max": 0.10}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="no CUDA: the predictions only")
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--out", type=Path, help="a folder (gpu_truth_<gpu>.json) or a file")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"benchmark": "gpu_truth", "torch": torch.__version__,
+                              "dry_run": args.dry_run, "models": args.models}
+    if args.dry_run:
+        gpu = get_gpu_profile("h100-80gb")
+        low = "bf16"
+        report["gpu"] = gpu.to_dict()
+    else:
+        report["context"] = {mode: _in_child("child_context()", {"CUDA_MODULE_LOADING": mode})
+                             for mode in ("LAZY", "EAGER")}
+        info = probe()
+        gpu, low = info.profile(), "bf16" if info.bf16 else "fp16"
+        report["gpu"] = {**gpu.to_dict(), "device": info.to_dict()}
+    rows = []
+    for model in args.models:
+        for precision in ("fp32", low):
+            measured = [] if args.dry_run else _in_child(f"child_matrix({model!r}, {precision!r})")
+            if isinstance(measured, dict):  # the child failed: say so, keep going
+                report.setdefault("failures", []).append({model: measured})
+                measured = []
+            by_key = {(m["trainable"], m["batch"], m["checkpointing"]): m for m in measured}
+            for c in [c for c in configs(low) if c["precision"] == precision]:
+                row = {"model": model, **c, **predict(model, c, gpu)}
+                row.update(by_key.get((c["trainable"], c["batch"], c["checkpointing"]), {}))
+                rows.append(row)
+    report["matrix"] = rows
+    report["matrix_errors"] = _errors(rows)
+    if not args.dry_run:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["budget_run"] = budget_run(Path(tmp))
+            report["oom_recovery"] = oom_recovery(Path(tmp), gpu, low)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(report, indent=1, default=str)
+    print(text)
+    if args.out:
+        name = "gpu_truth_" + ("dry_run" if args.dry_run else
+                               str(report["gpu"]["device"]["name"]).lower().replace(" ", "_"))
+        path = args.out / f"{name}.json" if args.out.suffix != ".json" else args.out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
