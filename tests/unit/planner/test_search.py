@@ -12,6 +12,7 @@ from torch import nn
 
 from snugtune.cli import main
 from snugtune.config import build_config
+from snugtune.data.synthetic import make_image_folder
 from snugtune.errors import BudgetError
 from snugtune.memory import PROFILES
 from snugtune.planner import Plan, plan_run
@@ -100,8 +101,6 @@ def test_plan_round_trip(tmp_path):
 
 
 def test_plan_cli_json(tmp_path, capsys):
-    from snugtune.data.synthetic import make_image_folder
-
     data = make_image_folder(tmp_path / "data", classes=2, per_class=6, size=32)
     code = main(["plan", str(data), "--model", "resnet10t", "--gpu-memory", "1GiB", "--res",
                  "32", "--batch-size", "8", "--device", "cpu", "--json", "--out",
@@ -194,3 +193,17 @@ def test_vgg16_at_224_fits_a_4gib_card(name):
         assert ph.predicted_peak_bytes <= PROFILES["gtx1650-4gb"].memory_bytes
     assert p.budget_bytes == PROFILES["gtx1650-4gb"].memory_bytes  # 3.81 GiB, not the 4 asked
     assert p.phase("finetune").precision == "fp16"
+
+
+def test_plan_on_cuda_asks_the_card_and_records_it(fake_card, tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", classes=2, per_class=6, size=32)
+    code = main(["plan", str(data), "--model", "resnet10t", "--res", "32", "--batch-size", "8",
+                 "--json", "--out", str(tmp_path / "run")])  # --device auto, --gpu auto
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == "cuda" and out["device_info"]["name"] == "NVIDIA GeForce RTX 3070"
+    assert out["budget_bytes"] == 7 * GIB + 300 * MIB  # no --gpu-memory: the card's room
+    assert out["gpu_profile"]["context_bytes"] == 280 * MIB
+    assert {ph["precision"] for ph in out["phases"]} == {"bf16"}  # sm86
+    saved = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert saved["device_info"] == out["device_info"]
