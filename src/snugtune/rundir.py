@@ -13,6 +13,7 @@
       model.safetensors      trained weights                       weights
       model_card.json        what the model is and how to feed it  (report.card)
       learning_curves.png, confusion_matrix.png, memory.png        (report.plots)
+      hardest_val.png        the validation images of highest loss (report.plots)
       report.md, report.html                                       (report)
       checkpoints/           last.pt, prev.pt                      (recipe.checkpoint)
       feature_cache/         cached backbone features              (recipe.cache)
@@ -219,6 +220,7 @@ class RunDir:
         self.learning_curves = self.path / "learning_curves.png"
         self.confusion_matrix = self.path / "confusion_matrix.png"
         self.memory_plot = self.path / "memory.png"
+        self.hardest_val = self.path / "hardest_val.png"
         self.report_md = self.path / "report.md"
         self.report_html = self.path / "report.html"
         self.checkpoints = self.path / "checkpoints"

@@ -1,4 +1,5 @@
-"""End to end through the CLI: train, export in every format, predict with the ONNX export."""
+"""End to end through the CLI: train, export in every format, predict with the ONNX export,
+evaluate and predict with test-time augmentation (--tta) in both paths."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import snugtune
 from snugtune.cli import main
+from snugtune.infer import VIEWS, TTAReport
 
 from .conftest import FAST
 
@@ -53,6 +56,63 @@ def test_predict_with_the_onnx_export_matches_the_run(run: Path, tiny_data: Path
         assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
         for ta, tb in zip(a["top"], b["top"], strict=True):
             assert ta["probability"] == pytest.approx(tb["probability"], abs=1e-5)
+
+
+def _onnx(run: Path) -> Path:
+    model = run / "export" / "model.onnx"
+    if not model.exists():
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+    return model
+
+
+def _predict_json(capsys, *args: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    capsys.readouterr()
+    assert main(["predict", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def _probabilities(preds: list[dict]) -> list[dict[str, float]]:
+    return [{t["label"]: t["probability"] for t in p["top"]} for p in preds]
+
+
+def test_evaluate_with_tta_shows_the_accuracy_with_and_without(run: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "accuracy_without_tta" not in plain  # unchanged without --tta
+    assert main(["evaluate", str(run), "--tta", "--json"]) == 0
+    tta = json.loads(capsys.readouterr().out)
+    assert tta["tta_views"] == list(VIEWS) == ["plain", "flip", "zoom", "zoom+flip"]
+    assert tta["accuracy_without_tta"] == plain["accuracy"]
+    assert tta["without_tta"] == plain  # the plain view is exactly the evaluation without TTA
+    assert tta["num_samples"] == plain["num_samples"] >= 1 and 0.0 <= tta["accuracy"] <= 1.0
+    assert main(["evaluate", str(run), "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert f"accuracy {tta['accuracy']:.4f}" in out
+    assert f"without it: accuracy {plain['accuracy']:.4f}" in out and "zoom+flip" in out
+    report = snugtune.evaluate(run, tta=True, device="cpu", workers=0)
+    assert isinstance(report, TTAReport) and report.to_dict() == tta
+
+
+def test_predict_with_tta_agrees_between_the_run_and_the_onnx_export(
+    run: Path, tiny_data: Path, capsys
+) -> None:
+    model = _onnx(run)
+    images = [str(sorted((tiny_data / c).iterdir())[1]) for c in ("class_0", "class_1", "class_2")]
+    via_onnx = _predict_json(capsys, str(model), *images, "--top-k", "3", "--tta")
+    via_run = _predict_json(capsys, str(run), *images, "--top-k", "3", "--tta")
+    plain = _predict_json(capsys, str(run), *images, "--top-k", "3")
+    assert [p["path"] for p in via_onnx] == [p["path"] for p in via_run] == images
+    for a, b in zip(_probabilities(via_onnx), _probabilities(via_run), strict=True):
+        assert a.keys() == b.keys() and sum(b.values()) == pytest.approx(1.0, abs=1e-5)
+        for label in b:
+            assert a[label] == pytest.approx(b[label], abs=1e-5)
+    tta_p, plain_p = _probabilities(via_run), _probabilities(plain)
+    assert max(abs(t[k] - p[k]) for t, p in zip(tta_p, plain_p, strict=True) for k in t) > 1e-4
+    api = snugtune.predict(run, images, top_k=3, tta=True, device="cpu")
+    assert [p.to_dict() for p in api] == via_run
+    api_onnx = snugtune.predict(model, images, top_k=3, tta=True)
+    assert [p.to_dict() for p in api_onnx] == via_onnx
 
 
 def test_export_errors_are_one_line(run: Path, tmp_path: Path, capsys) -> None:

@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from snugtune.cli import main
+from snugtune.recipe.state import RunState
 from snugtune.rundir import RunDir
 
 from .conftest import FAST
@@ -110,3 +112,41 @@ def test_a_batch_larger_than_the_training_set_is_reported_as_one_micro_batch(
     finetune = json.loads(RunDir(run).summary.read_text())["phases"][1]
     train = len(json.loads(RunDir(run).split.read_text())["train"])
     assert finetune["micro_batch"] == train and finetune["accumulation"] == 1
+
+
+def test_a_time_budget_fits_the_phases_and_the_report_says_how(tiny_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import snugtune.recipe.finetune as recipe
+
+    run = tmp_path / "run"
+    original = recipe.run_epoch
+
+    def crash_in_finetuning(*a, **k):  # after one fitted epoch: the resumed run keeps its fit
+        if k["phase"].name == "finetune" and k["state"].phase.epoch == 1:
+            raise RuntimeError("simulated crash")
+        return original(*a, **k)
+
+    monkeypatch.setattr(recipe, "run_epoch", crash_in_finetuning)
+    args = ["--debug", "train", str(tiny_data), "--out", str(run), *FAST, "--time-budget", "12s"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(args)
+    monkeypatch.setattr(recipe, "run_epoch", original)
+    fitted = RunState.from_dict(torch.load(RunDir(run).checkpoints / "last.pt",
+                                           weights_only=False)["run"]).phase
+    assert fitted.epoch == 1 and fitted.steps is not None and fitted.epochs is not None
+    assert main(["train", "--resume", str(run)]) == 0
+    summary = json.loads(RunDir(run).summary.read_text())
+    assert summary["time_budget"] == 12.0
+    for p in summary["phases"]:
+        assert p["epochs_planned"] >= p["epochs_run"] >= 1 and p["predicted_seconds"] > 0
+    assert "time budget 12.0 s" in RunDir(run).report_md.read_text()
+
+
+def test_a_time_budget_too_small_for_one_epoch_is_refused_up_front(tiny_data: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    code = main(["train", str(tiny_data), "--out", str(tmp_path / "run"), *FAST,
+                 "--time-budget", "0.5s"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot cover one epoch of phase 'head'" in err
+    assert "--time-budget" in err and "or more" in err
+    assert not RunDir(tmp_path / "run").checkpoints.exists()

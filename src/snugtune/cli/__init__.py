@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             commands = importlib.import_module("snugtune.cli.commands")  # torch: only now
-            return int(getattr(commands, args.command)(args) or 0)
+            return int(getattr(commands, args.command.replace("-", "_"))(args) or 0)
     except SnugtuneError as e:
         if args.debug:
             raise

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,9 +26,11 @@ from snugtune.cli.parser import (
     CalibrateOptions,
     DemoOptions,
     ExportOptions,
+    LRFindOptions,
     MemoryOptions,
     Output,
     PredictOptions,
+    TTAOptions,
 )
 from snugtune.config import (
     DEFAULT_BATCH_SIZE,
@@ -41,7 +44,7 @@ from snugtune.config import (
 from snugtune.data import write_animal_mnist
 from snugtune.errors import ConfigError
 from snugtune.export import TOLERANCE, export_run
-from snugtune.infer import evaluate_run
+from snugtune.infer import TTAReport, evaluate_run
 from snugtune.infer import predict as predict_files
 from snugtune.memory import build_model, estimate_memory, probe, resolve_gpu, save_calibration
 from snugtune.planner import auto_precision
@@ -147,6 +150,36 @@ def plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def lr_find(args: argparse.Namespace) -> int:
+    opts = options(args, LRFindOptions)
+    if opts.steps < 3 or not 0 < opts.start_lr < opts.end_lr:
+        raise ConfigError(f"--steps {opts.steps}, --start-lr {opts.start_lr}, --end-lr "
+                          f"{opts.end_lr}: need at least 3 steps and 0 < start < end")
+    found = recipe.lr_find(run_config(args, args.data), steps=opts.steps, start=opts.start_lr,
+                           end=opts.end_lr, plot=Path(opts.plot))
+    if _json(args):
+        _print_json(found.to_dict())
+        return 0
+    print(f"{found.phase} ({found.trainable}): the loss falls fastest at lr {found.steep:.2g}; "
+          f"a tenth of its minimum's is {found.minimum_tenth:.2g}; configured {found.configured:.2g}"
+          f" (plot: {opts.plot})")
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(data=args.data, **given(args, ("val_split", "seed", "workers")))
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    scan, found = recipe.diagnose_folder(cfg)
+    if _json(args):
+        _print_json({"doctor": found.to_dict(), "skipped": [vars(i) for i in scan.skipped],
+                     "converted": [vars(i) for i in scan.converted]})
+        return 0
+    render.doctor(found, scan)
+    return 0
+
+
 def memory(args: argparse.Namespace) -> int:
     gpu_name = args.gpu or "auto"
     cfg = TrainConfig(data="-", **given(args, ("batch_size", "resolution", "precision", "device")))
@@ -178,17 +211,23 @@ def memory(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_run(args.run, args.data, **_inference(args), workers=args.workers)
+    report = evaluate_run(args.run, args.data, **_inference(args), workers=args.workers,
+                          tta=options(args, TTAOptions).tta)
     if _json(args):
         _print_json(report.to_dict())
-    else:
-        render.evaluation(report)
+        return 0
+    render.evaluation(report)
+    if isinstance(report, TTAReport) and report.without_tta is not None:
+        plain = report.without_tta
+        print(f"with test-time augmentation ({len(report.views)} views: {', '.join(report.views)}); "
+              f"without it: accuracy {plain.accuracy:.4f} ({report.accuracy - plain.accuracy:+.4f} "
+              f"with TTA), macro F1 {plain.macro_f1():.4f}")
     return 0
 
 
 def predict(args: argparse.Namespace) -> int:
     preds = predict_files(args.run, args.files, top_k=options(args, PredictOptions).top_k,
-                          **_inference(args))
+                          **_inference(args), tta=options(args, TTAOptions).tta)
     if _json(args):
         _print_json([p.to_dict() for p in preds])
         return 0

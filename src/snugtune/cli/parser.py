@@ -67,6 +67,20 @@ class MemoryOptions:
 
 
 @dataclass(frozen=True)
+class LRFindOptions:
+    """Options of ``lr-find``."""
+
+    steps: int = 100
+    """Optimizer steps of the range test (it stops sooner when the loss diverges)."""
+    start_lr: float = 1e-7
+    """Learning rate of the first step."""
+    end_lr: float = 10.0
+    """Learning rate of the last step."""
+    plot: str = "lr_find.png"
+    """Where to draw the loss against the learning rate."""
+
+
+@dataclass(frozen=True)
 class CalibrateOptions:
     """Options of ``calibrate``."""
 
@@ -80,6 +94,16 @@ class PredictOptions:
 
     top_k: int = 1
     """Classes to list per image."""
+
+
+@dataclass(frozen=True)
+class TTAOptions:
+    """Test-time augmentation in ``evaluate`` and ``predict``."""
+
+    tta: bool = False
+    """Test-time augmentation: average the probabilities of 4 views of each image (as is, flipped
+    left-right, zoomed 1.15x to the centre, zoomed and flipped); evaluate also shows the accuracy
+    without it."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +186,7 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a finished run folder")
     p.add_argument("data", nargs="?", help="class-folder tree (default: the run's validation split)")
     add_fields(p, TrainConfig, (*INFERENCE_FIELDS, "workers"))
+    add_fields(p, TTAOptions, _names(TTAOptions))
     add_fields(p, Output, ["json"])
 
 
@@ -172,6 +197,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", help="image files, or folders of them (searched recursively)")
     add_fields(p, TrainConfig, INFERENCE_FIELDS)
     add_fields(p, PredictOptions, _names(PredictOptions))
+    add_fields(p, TTAOptions, _names(TTAOptions))
     add_fields(p, Output, ["json"])
 
 
@@ -183,6 +209,29 @@ def _export(sub: argparse._SubParsersAction) -> None:
                     "(max |logit difference| <= 1e-4) before it is written.")
     p.add_argument("run", help="a finished run folder")
     add_fields(p, ExportOptions, _names(ExportOptions))
+    add_fields(p, Output, ["json"])
+
+
+def _lr_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lr-find", help="learning-rate range test of the first phase, with its plot",
+        description="Train the first phase of the recipe on DATA for a few steps while the "
+                    "learning rate grows exponentially, plot the loss against it and suggest "
+                    "one (steepest descent; a tenth of the minimum's). The model is thrown away.")
+    p.add_argument("data", help=field_help(TrainConfig)["data"])
+    add_fields(p, LRFindOptions, _names(LRFindOptions))
+    _add_run_settings(p)
+
+
+def _doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor", help="find duplicate images, leakage across the split and conflicting labels",
+        description="Scan DATA and split it as train would, then list copies of one picture "
+                    "(identical files, or re-encoded: perceptual hash and thumbnail) within a "
+                    "class, across classes (conflicting labels) and across the train/validation "
+                    "split (leakage), and every file that cannot be used.")
+    p.add_argument("data", help=field_help(TrainConfig)["data"])
+    add_fields(p, TrainConfig, ("val_split", "seed", "workers"))
     add_fields(p, Output, ["json"])
 
 
@@ -204,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and the time you have.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _plan, _memory, _evaluate, _predict, _export, _calibrate, _demo):
+    for add in (_train, _plan, _doctor, _lr_find, _memory, _evaluate, _predict, _export,
+                _calibrate, _demo):
         add(sub)
     return parser

@@ -9,12 +9,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from snugtune.data import ScanResult
+from snugtune.data.doctor import PROBLEMS, DataDoctor
 from snugtune.memory import DeviceInfo, MemoryReport
 from snugtune.planner import Plan
 from snugtune.report import ClassificationReport
 from snugtune.units import format_bytes
 
-__all__ = ["calibration", "evaluation", "memory", "plan"]
+__all__ = ["calibration", "doctor", "evaluation", "memory", "plan"]
+
+_EXAMPLES = 5  # groups of copies shown per problem
 
 _TERMS = (
     ("parameters", "parameters (weights, buffers)"),
@@ -32,6 +36,30 @@ _TERMS = (
 
 def _console() -> Console:
     return Console(highlight=False)
+
+
+def doctor(found: DataDoctor, scan: ScanResult, console: Console | None = None) -> None:
+    """Copies per problem with a few examples, then the files that cannot be used."""
+    console = console or _console()
+    counts = found.counts()
+    console.print(f"{scan.root}: {found.images:,} images in {len(scan.classes)} classes, "
+                  f"{len(scan.skipped):,} files skipped")
+    table = Table()
+    table.add_column("problem")
+    table.add_column("groups", justify="right")
+    table.add_column("extra copies", justify="right")
+    for problem in PROBLEMS:
+        table.add_row(problem, f"{counts[problem]['groups']:,}", f"{counts[problem]['extra']:,}")
+    console.print(table)
+    for problem in PROBLEMS:
+        groups = found.of(problem)
+        if groups:
+            console.print(f"{problem} (first {min(_EXAMPLES, len(groups))} of {len(groups):,}):")
+        for g in groups[:_EXAMPLES]:
+            console.print(f"  {g.kind}: " + ", ".join(f"{p} ({c}, {s})" for p, c, s in g.files),
+                          soft_wrap=True)
+    for reason, n in scan.reason_counts()["skipped"].items():
+        console.print(f"skipped: {n:,} {reason}")
 
 
 def plan(p: Plan, console: Console | None = None) -> None:

@@ -103,7 +103,10 @@ def _validate_augment(a: AugmentConfig) -> list[str]:
     _check(p, a.fill_mode in FILL_MODES,
            f"{pre}fill_mode: {a.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
     _check(p, _num(a.cval), f"{pre}cval: {a.cval!r} must be a number (the fill for fill_mode=constant)")
-    p.extend(_bool_problems(a, ("horizontal_flip", "vertical_flip"), lambda n: pre + n))
+    p.extend(_bool_problems(a, ("vertical_flip",), lambda n: pre + n))
+    _check(p, a.horizontal_flip is None or isinstance(a.horizontal_flip, bool),
+           f"{pre}horizontal_flip: {a.horizontal_flip!r} must be true or false (or null: "
+           "decided on the validation split)")
     return p
 
 
@@ -112,8 +115,8 @@ def validate_phase(ph: PhaseConfig, key: Callable[[str], str] | None = None) -> 
     key ``phases.NAME.field``; a command with flags for them names the flags)."""
     key = key or (lambda n: f"phases.{ph.name}.{n}")
     p: list[str] = []
-    _check(p, _int(ph.epochs) and ph.epochs >= 0,
-           f"{key('epochs')}: {ph.epochs!r} must be an integer >= 0")
+    _check(p, ph.epochs is None or (_int(ph.epochs) and ph.epochs >= 0),
+           f"{key('epochs')}: {ph.epochs!r} must be an integer >= 0 or null (scaled to the data)")
     _check(p, _num(ph.lr) and 0 < ph.lr < 10, f"{key('lr')}: {ph.lr!r} must be in (0, 10); use e.g. 1e-3")
     try:
         parse_trainable(ph.trainable)

@@ -18,7 +18,7 @@ import yaml
 from snugtune.config.checks import validate
 from snugtune.config.settings import AugmentConfig, PhaseConfig, TrainConfig, default_phases
 from snugtune.errors import ConfigError
-from snugtune.units import parse_bytes
+from snugtune.units import parse_bytes, parse_duration
 
 __all__ = ["build_config"]
 
@@ -140,6 +140,12 @@ def _from_raw(raw: Mapping[str, Any], problems: list[str]) -> TrainConfig | None
             detail = str(e) if str(e).startswith(repr(value)) else (
                 f"{value!r} is not a size; use e.g. 4GiB, 512MiB or 8g")
             problems.append(f"--gpu-memory: {detail}")
+    if "time_budget" in top and top["time_budget"] is not None:
+        value = top.pop("time_budget")
+        try:
+            top["time_budget"] = parse_duration(value)
+        except (ValueError, TypeError) as e:
+            problems.append(f"--time-budget: {e}")
     for k in ("data", "out", "weights"):
         if k in top:
             top[k] = str(top[k])
@@ -161,7 +167,7 @@ def _phases(value: Any, problems: list[str]) -> tuple[PhaseConfig, ...]:
                 problems.append(f"phases.{name}: {upd!r} must be a mapping of phase settings, "
                                 "e.g. {epochs: 3}")
                 continue
-            base = out.get(name, PhaseConfig(name=str(name), epochs=1, lr=1e-3))
+            base = out.get(name, PhaseConfig(name=str(name), epochs=None, lr=1e-3))
             out[name] = replace(base, **_known(PhaseConfig, upd, f"phases.{name}.", problems))
         return tuple(out.values())
     if isinstance(value, list):
@@ -176,7 +182,7 @@ def _phases(value: Any, problems: list[str]) -> tuple[PhaseConfig, ...]:
                                 "e.g. finetune")
                 continue
             kw = _known(PhaseConfig, item, f"phases[{i}].", problems)
-            base = defaults.get(kw["name"], PhaseConfig(name=kw["name"], epochs=1, lr=1e-3))
+            base = defaults.get(kw["name"], PhaseConfig(name=kw["name"], epochs=None, lr=1e-3))
             result.append(replace(base, **kw))
         return tuple(result)
     problems.append(f"phases: {value!r} must be a list of phase mappings or a mapping "

@@ -85,8 +85,9 @@ class AugmentConfig:
     """Random shear, degrees."""
     zoom_range: float = 0.1
     """Random zoom in [1 - z, 1 + z]."""
-    horizontal_flip: bool = True
-    """Flip left-right at random (off for digits and text)."""
+    horizontal_flip: bool | None = None
+    """Flip left-right at random (default: decided from the training images: off when the
+    classes' average images are not their own mirror, as for digits and text)."""
     vertical_flip: bool = False
     """Flip upside down at random."""
     brightness_range: tuple[float, float] | None = None
@@ -111,8 +112,10 @@ class PhaseConfig:
 
     name: str
     """The phase's name (head, finetune, ...)."""
-    epochs: int
-    """Epochs to train (early stopping may end the phase sooner; 0 skips it)."""
+    epochs: int | None
+    """Epochs to train (default: scaled to the data, at least a set number of optimizer
+    steps; fitted to --time-budget when there is one); early stopping may end it sooner; 0
+    skips the phase."""
     lr: float
     """Learning rate of the head."""
     trainable: str = "head"
@@ -150,8 +153,8 @@ class PhaseConfig:
 def default_phases() -> tuple[PhaseConfig, ...]:
     """The classic recipe: train a new head on a frozen base, then fine-tune the top."""
     return (
-        PhaseConfig(name="head", epochs=5, lr=1e-3, trainable="head", warmup_epochs=0.0),
-        PhaseConfig(name="finetune", epochs=5, lr=1e-3, trainable="top:2",
+        PhaseConfig(name="head", epochs=None, lr=1e-3, trainable="head", warmup_epochs=0.0),
+        PhaseConfig(name="finetune", epochs=None, lr=1e-3, trainable="top:2",
                     backbone_lr_ratio=0.1, warmup_epochs=0.5),
     )
 
@@ -198,6 +201,9 @@ class TrainConfig:
     """GPU to plan for: auto (the one present) or a profile name, e.g. t4-16gb."""
     gpu_memory: int | None = field(default=None, metadata={"type": str, "metavar": "SIZE"})
     """Memory budget, e.g. 4GiB: the plan fits it and the run is held to it."""
+    time_budget: float | None = field(default=None, metadata={"type": str, "metavar": "DURATION"})
+    """Wall time for the whole run, e.g. 10m or 1h30m: each phase's epochs are fitted to it
+    from what the run measures on this machine."""
     precision: str = field(default="auto", metadata=_choices(PRECISIONS))
     """Autocast precision (auto: the planner's choice for the device)."""
     micro_batch: int | None = None

@@ -174,7 +174,7 @@ class KerasAffine(v2.Transform):
 
 def _flips(aug: AugmentConfig) -> list[Any]:
     steps: list[Any] = []
-    if aug.horizontal_flip:
+    if aug.horizontal_flip is not False:  # None (outside the recipe, which decides): on
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     if aug.vertical_flip:
         steps.append(v2.RandomVerticalFlip(p=0.5))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DataBundle", "FileIssue", "Sample", "ScanResult"]
@@ -51,6 +52,7 @@ class ScanResult:
         converted: usable files whose pixels were converted (mode, bit depth, alpha,
             EXIF orientation, first frame of several), with what was done.
         median_size: median (width, height) of the usable images, upright, full size.
+        fingerprints: path -> (SHA-256 of the bytes, perceptual hash) of every usable image.
     """
 
     root: str
@@ -60,6 +62,7 @@ class ScanResult:
     skipped: tuple[FileIssue, ...]
     converted: tuple[FileIssue, ...]
     median_size: tuple[int, int]
+    fingerprints: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def class_counts(self) -> dict[str, int]:
         """Number of images per class in ``samples`` (every class listed, in label order)."""
@@ -90,6 +93,7 @@ class ScanResult:
             else [[s.path, s.label] for s in self.val_samples],
             "skipped": [{"path": i.path, "reason": i.reason} for i in self.skipped],
             "converted": [{"path": i.path, "reason": i.reason} for i in self.converted],
+            "fingerprints": {p: list(f) for p, f in self.fingerprints.items()},
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class ScanResult:
             skipped=tuple(FileIssue(i["path"], i["reason"]) for i in d["skipped"]),
             converted=tuple(FileIssue(i["path"], i["reason"]) for i in d["converted"]),
             median_size=(int(d["median_size"][0]), int(d["median_size"][1])),
+            fingerprints={p: (str(f[0]), str(f[1])) for p, f in d.get("fingerprints", {}).items()},
         )
 
 

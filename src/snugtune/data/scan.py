@@ -6,12 +6,16 @@ catches truncation), in a thread pool (Pillow releases the GIL while decoding). 
 usable when it decodes, is within the pixel limit and is at least ``MIN_SIDE_PX`` pixels on
 each side (a 1x1 tracking pixel or icon carries nothing to learn from). Per-file results are
 cached in a JSON file keyed by (size, mtime, mode, inode): a rescan only decodes new or
-changed files.
+changed files. Which class a file belongs to is decided by the walk (``walk.py``): the class
+folder it really lives in; symlinks across classes and files reachable from two classes are
+reported, not used. The check also records each usable file's SHA-256 and perceptual hash,
+from which ``data.doctor`` finds duplicates.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -23,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagehash
 import PIL
 
 from snugtune.data.images import decode_image, pixel_limit
 from snugtune.data.results import FileIssue, Sample, ScanResult
 from snugtune.data.scan_cache import FileCheck, ScanCache
-from snugtune.data.walk import SplitTree, find_splits, walk_split
+from snugtune.data.walk import SplitTree, find_splits, walk_splits
 from snugtune.errors import DataError, ImageLoadError
 
 __all__ = ["MIN_SIDE_PX", "SCAN_DRAFT_PX", "scan_folder"]
@@ -50,6 +55,7 @@ class _Split:
     converted: list[FileIssue]
     sizes: list[tuple[int, int]]
     unusable: dict[str, list[str]]  # class -> reasons, for classes left with no usable image
+    prints: dict[str, tuple[str, str]]  # path -> (sha256, phash) of usable files
 
 
 def scan_folder(
@@ -76,10 +82,7 @@ def scan_folder(
     t0 = time.perf_counter()
     root_path = Path(os.path.abspath(root))
     train_dir, val_dir, ignored = find_splits(root_path)
-    visited: dict[tuple[int, int], str] = {}
-    trees = [walk_split(train_dir, visited)]
-    if val_dir is not None:
-        trees.append(walk_split(val_dir, visited))
+    trees = walk_splits([train_dir] if val_dir is None else [train_dir, val_dir])
     classes = _classes(root_path, trees)
     cache = ScanCache.load(cache_path, _cache_settings())
     checks = _check_all(
@@ -105,6 +108,7 @@ def _cache_settings() -> dict[str, object]:
         "pixel_limit": pixel_limit(),
         "min_side_px": MIN_SIDE_PX,
         "draft_px": SCAN_DRAFT_PX,
+        "fingerprints": f"sha256, imagehash {imagehash.__version__} phash",
     }
 
 
@@ -132,7 +136,13 @@ def check_file(path: str) -> FileCheck:
     w, h = loaded.size
     if min(w, h) < MIN_SIDE_PX:
         return FileCheck(ok=False, reason=f"too small: {w}x{h} pixels (minimum {MIN_SIDE_PX})")
-    return FileCheck(ok=True, reason="; ".join(loaded.conversions), size=(w, h))
+    try:
+        with open(path, "rb") as f:  # just decoded: the bytes come from the page cache
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        return FileCheck(ok=False, reason=_stat_reason(path, e))
+    return FileCheck(ok=True, reason="; ".join(loaded.conversions), size=(w, h), sha256=digest,
+                     phash=str(imagehash.phash(loaded.image)))
 
 
 def _stat_reason(path: str, e: OSError) -> str:
@@ -195,9 +205,9 @@ def _classes(root: Path, trees: list[SplitTree]) -> tuple[str, ...]:
 
 
 def _assemble(tree: SplitTree, classes: tuple[str, ...], checks: dict[str, FileCheck]) -> _Split:
-    out = _Split([], list(tree.issues), [], [], {})
+    out = _Split([], list(tree.issues), [], [], {}, {})
     for label, name in enumerate(classes):
-        reasons, usable = [], 0
+        reasons, usable = list(tree.excluded.get(name, ())), 0
         for f in tree.classes.get(name, []):
             c = checks[f]
             if not c.ok:
@@ -207,6 +217,7 @@ def _assemble(tree: SplitTree, classes: tuple[str, ...], checks: dict[str, FileC
             usable += 1
             out.samples.append(Sample(f, label))
             out.sizes.append(c.size)
+            out.prints[f] = (c.sha256, c.phash)
             if c.reason:
                 out.converted.append(FileIssue(f, c.reason))
         if not usable:
@@ -254,4 +265,5 @@ def _result(
             int(statistics.median_low(w for w, _ in sizes)),
             int(statistics.median_low(h for _, h in sizes)),
         ),
+        fingerprints={p: f for sp in splits for p, f in sp.prints.items()},
     )

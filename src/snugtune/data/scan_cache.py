@@ -35,11 +35,16 @@ class FileCheck:
         ok: usable.
         reason: why skipped (``ok`` False), or the conversions applied ("" when none).
         size: (width, height) upright, full size; (0, 0) when not usable.
+        sha256: the file's bytes' SHA-256 (hex); "" when not usable.
+        phash: the pixels' perceptual hash (``imagehash.phash``, 64 bits as hex); "" when not
+            usable. Exact and near duplicates are found from these two (``data.doctor``).
     """
 
     ok: bool
     reason: str = ""
     size: tuple[int, int] = (0, 0)
+    sha256: str = ""
+    phash: str = ""
 
 
 @dataclass
@@ -79,11 +84,12 @@ class ScanCache:
             return None
         self._keys[path] = key
         entry = self.entries.get(path)
-        if entry is not None and len(entry) == 5 and tuple(entry[0]) == key:
+        if entry is not None and len(entry) == 7 and tuple(entry[0]) == key:
             self.hits += 1
             self._fresh[path] = entry
             return FileCheck(
-                ok=bool(entry[1]), reason=str(entry[2]), size=(int(entry[3]), int(entry[4]))
+                ok=bool(entry[1]), reason=str(entry[2]), size=(int(entry[3]), int(entry[4])),
+                sha256=str(entry[5]), phash=str(entry[6]),
             )
         self.misses += 1
         return None
@@ -92,7 +98,8 @@ class ScanCache:
         """Record a fresh check, under the stat key seen by ``get`` before checking."""
         key = self._keys.get(path)
         if key is not None:
-            self._fresh[path] = [list(key), check.ok, check.reason, *check.size]
+            self._fresh[path] = [list(key), check.ok, check.reason, *check.size, check.sha256,
+                                 check.phash]
 
     def save(self, path: Path | None) -> None:
         """Write the entries of this scan's files (others are dropped) atomically."""

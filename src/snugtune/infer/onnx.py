@@ -1,4 +1,8 @@
-"""An exported ONNX classifier with its model card, run by onnxruntime (no PyTorch model)."""
+"""An exported ONNX classifier with its model card, run by onnxruntime (no PyTorch model).
+
+Images are preprocessed by the same code as in the PyTorch path (``eval_transform``; with
+``tta``, the views of ``snugtune.infer.tta``), so both paths agree within float tolerance.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from snugtune.data import eval_transform, load_image
 from snugtune.errors import CheckpointError, ExportError
 from snugtune.infer.predictions import Prediction, top_k_predictions
+from snugtune.infer.tta import average_views, expand_views, view_transform
 from snugtune.report import read_model_card
 from snugtune.rundir import card_path_for
 
@@ -69,14 +74,27 @@ class OnnxModel:
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
 
-    def predict(self, files: Sequence[str | Path], *, top_k: int = 1,
-                batch_size: int = 32) -> list[Prediction]:
-        """Top-k ``Prediction`` per image file, preprocessed as in training's evaluation."""
+    def file_probabilities(self, files: Sequence[str | Path], *, batch_size: int = 32,
+                           tta: bool = False) -> torch.Tensor:
+        """(N, C) probabilities of image files, preprocessed as in training's evaluation;
+        ``tta``: the mean over the test-time views (``snugtune.infer.tta``), run view after
+        view per batch."""
         pre = self.card["preprocessing"]
-        tf, size = eval_transform(pre), int(pre["size"])
+        tf, size = (view_transform(pre) if tta else eval_transform(pre)), int(pre["size"])
         probs = []
-        for i in range(0, len(files), max(1, batch_size)):
-            x = torch.stack([tf(load_image(f, draft_size=size)) for f in files[i : i + batch_size]])
-            probs.append(self.probabilities(x.numpy()))  # (b, C)
-        matrix = torch.from_numpy(np.concatenate(probs)) if probs else torch.empty(0, len(self.classes))
+        step = max(1, batch_size)
+        for i in range(0, len(files), step):
+            x = torch.stack([tf(load_image(f, draft_size=size)) for f in files[i : i + step]])
+            if tta:  # x: (b, 2, 3, H, W)
+                views = [torch.from_numpy(self.probabilities(v.contiguous().numpy()))
+                         for v in expand_views(x)]
+                probs.append(average_views(views))
+            else:
+                probs.append(torch.from_numpy(self.probabilities(x.numpy())))  # (b, C)
+        return torch.cat(probs) if probs else torch.empty(0, len(self.classes))
+
+    def predict(self, files: Sequence[str | Path], *, top_k: int = 1,
+                batch_size: int = 32, tta: bool = False) -> list[Prediction]:
+        """Top-k ``Prediction`` per image file (``tta``: see ``file_probabilities``)."""
+        matrix = self.file_probabilities(files, batch_size=batch_size, tta=tta)
         return top_k_predictions([str(f) for f in files], matrix, self.classes, top_k)

@@ -16,13 +16,21 @@ from snugtune.data import ImageDataset, Sample, eval_transform, make_loader, sca
 from snugtune.errors import CheckpointError, DataError, ImageLoadError
 from snugtune.infer.onnx import OnnxModel, is_onnx_model
 from snugtune.infer.predictions import Prediction, image_files, top_k_predictions
+from snugtune.infer.tta import (
+    VIEWS,
+    FlipInput,
+    TTAReport,
+    average_views,
+    view_inputs,
+    view_transform,
+)
 from snugtune.memory import PeakMeter, probe
 from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.rundir import RunDir
 from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
 
-__all__ = ["evaluate_run", "load_run", "predict", "predict_samples"]
+__all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views"]
 
 log = logging.getLogger(__name__)
 
@@ -50,35 +58,85 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
 def predict_samples(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
-    gpu_memory: int | None = None,
+    gpu_memory: int | None = None, tta: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(N, C) probabilities and (N,) labels over ``samples``.
 
     Batches that run out of memory are halved and retried; ``gpu_memory`` (bytes) enforces a
     budget as training does (``memory.PeakMeter``: the CUDA allocator capped, or the CPU's
-    virtual device).
+    virtual device). ``tta``: the probabilities are the mean over the test-time views of
+    ``predict_views`` (see ``snugtune.infer.tta``).
     """
+    if tta:
+        views, labels = predict_views(model, samples, pre, device=device, batch_size=batch_size,
+                                      workers=workers, gpu_memory=gpu_memory)
+        return average_views(views), labels
     dev = torch.device(device)
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
-    context = probe(dev).context_bytes if dev.type == "cuda" and gpu_memory else 0
-    with PeakMeter(dev, budget_bytes=gpu_memory, context_bytes=context):
+    with _guard(dev, gpu_memory):
         _, probs, labels, micro = evaluate(model, loader, ctx, eval_micro_batch(dev, batch_size))
     if micro.recoveries:
         log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)
     return probs, labels
 
 
+def predict_views(
+    model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+    gpu_memory: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(V, N, C) probabilities of each test-time view (``tta.VIEWS`` order) and (N,) labels.
+
+    Each image is decoded once (``tta.view_transform``: its plain and zoomed inputs); each
+    loaded batch then runs view after view through the model, a flipped view flipped inside
+    the forward pass (``tta.FlipInput``, per micro-batch). A forward pass thus holds no more
+    images than ``predict_samples`` without TTA, under the same budget guard, and the
+    micro-batch that out-of-memory halving settles on carries over from view to view. View 0
+    (``plain``) is exactly ``predict_samples`` without TTA. (On the CPU, whose budget counts
+    every tensor, the loaded batches hold two inputs per image.)
+    """
+    dev = torch.device(device)
+    ds = ImageDataset(samples, view_transform(pre), draft_size=int(pre["size"]))
+    loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
+    ctx = StepContext(device=dev, num_classes=model.head.num_classes)
+    models = (model, FlipInput(model))
+    micro = eval_micro_batch(dev, batch_size)
+    probs: list[list[Tensor]] = [[] for _ in VIEWS]
+    labels: list[Tensor] = []
+    with _guard(dev, gpu_memory):
+        for x, y in loader:
+            for i, (src, flipped) in enumerate(view_inputs(x)):
+                _, p, _, micro = evaluate(models[flipped], [(src, y)], ctx, micro)
+                probs[i].append(p)
+            labels.append(y)
+            del x, src, p  # no input of this batch is held while the next one loads
+    if micro.recoveries:
+        log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)
+    if not labels:
+        return torch.empty(len(VIEWS), 0, ctx.num_classes), torch.empty(0, dtype=torch.long)
+    return torch.stack([torch.cat(p) for p in probs]), torch.cat(labels)
+
+
+def _guard(dev: torch.device, gpu_memory: int | None) -> PeakMeter:
+    """The budget guard of inference on ``dev`` (``gpu_memory`` None: measure only)."""
+    context = probe(dev).context_bytes if dev.type == "cuda" and gpu_memory else 0
+    return PeakMeter(dev, budget_bytes=gpu_memory, context_bytes=context)
+
+
 def evaluate_run(
     run_dir: str | Path, data: str | Path | None = None, *, device: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, gpu_memory: int | None = None,
+    tta: bool = False,
 ) -> ClassificationReport:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a run.
 
     ``data`` None evaluates the run's own held-out validation split; otherwise a class-folder
     tree whose class names must be among the run's classes. ``gpu_memory``: a memory budget
-    in bytes (see ``predict_samples``).
+    in bytes (see ``predict_samples``). ``tta``: score the mean over the test-time views
+    (``snugtune.infer.tta``) and return a ``TTAReport``, whose ``without_tta`` is the report
+    of the plain view (the same images, without TTA).
     """
     dev = resolve_device(device)
     model, card = load_run(run_dir, dev)
@@ -90,9 +148,16 @@ def evaluate_run(
         samples: Sequence[Sample] = [Sample(path=p, label=k) for p, k in split[1]]
     else:
         samples = _samples_by_name(data, classes)
-    probs, labels = predict_samples(model, samples, card["preprocessing"], device=dev,
-                                    batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
-    return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
+    if not tta:
+        probs, labels = predict_samples(model, samples, card["preprocessing"], device=dev,
+                                        batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
+        return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
+    views, labels = predict_views(model, samples, card["preprocessing"], device=dev,
+                                  batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
+    with_tta = classification_report(labels.tolist(), average_views(views).argmax(-1).tolist(), classes)
+    plain = classification_report(labels.tolist(), views[0].argmax(-1).tolist(), classes)
+    return TTAReport(accuracy=with_tta.accuracy, per_class=with_tta.per_class,
+                     confusion=with_tta.confusion, classes=with_tta.classes, without_tta=plain)
 
 
 def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
@@ -107,17 +172,19 @@ def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:
 
 def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
-            gpu_memory: int | None = None) -> list[Prediction]:
+            gpu_memory: int | None = None, tta: bool = False) -> list[Prediction]:
     """Top-k predictions for each image file (a bad file raises ``DataError`` naming it).
 
     A folder in ``files`` stands for the image files under it (sorted; hidden entries skipped).
     Files are classified in batches, under the same budget guard as ``evaluate_run``
     (``gpu_memory`` in bytes; see ``predict_samples``). ``run_dir`` may also be an exported
     ``.onnx`` file with its card ``FILE.onnx.json`` beside it: onnxruntime then runs it on the
-    CPU (``device`` and ``gpu_memory`` do not apply).
+    CPU (``device`` and ``gpu_memory`` do not apply). ``tta``: the probabilities are the mean
+    over the test-time views (``snugtune.infer.tta``), in both paths.
     """
     if is_onnx_model(run_dir):  # the model is checked before the files
-        return OnnxModel(run_dir).predict(image_files(files), top_k=top_k, batch_size=batch_size)
+        return OnnxModel(run_dir).predict(image_files(files), top_k=top_k, batch_size=batch_size,
+                                          tta=tta)
     dev = resolve_device(device)
     model, card = load_run(run_dir, dev)
     classes = list(card["classes"])
@@ -126,7 +193,7 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
     # (a worker would re-raise it wrapped in its traceback).
     try:
         probs, _ = predict_samples(model, samples, card["preprocessing"], device=dev,
-                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory)
+                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory, tta=tta)
     except ImageLoadError as e:  # its own text is about training, which skips such files
         raise DataError(f"cannot classify {e.path!r}: {e.reason}") from None
     return top_k_predictions([s.path for s in samples], probs, classes, top_k)

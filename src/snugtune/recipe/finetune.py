@@ -44,17 +44,27 @@ from snugtune.recipe.distributed import (
     session,
     sharded_loader,
 )
+from snugtune.recipe.flips import check_flips
 from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
 from snugtune.recipe.progress import progress
 from snugtune.recipe.sampler import EpochSampler, epoch_seed
-from snugtune.recipe.setup import Setup, choose_resolution, class_weights, plan_phases, prepare_data
+from snugtune.recipe.setup import (
+    Setup,
+    choose_resolution,
+    class_weights,
+    image_dataset,
+    plan_phases,
+    prepare_data,
+)
 from snugtune.recipe.state import PhaseProgress, RunState
+from snugtune.recipe.timing import PhaseClock, TimeBudget, default_epochs, measure_forward
 from snugtune.report import MetricsLog
 from snugtune.results import EpochResult, PhaseResult, RunSummary
 from snugtune.rundir import RunDir
 from snugtune.step import (
     MicroBatch,
+    PhaseSchedule,
     Stats,
     StepContext,
     build_optimizer,
@@ -132,13 +142,13 @@ def resume(run_dir: str | Path) -> TrainResult:
 
 def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None) -> TrainResult:
     started = time.perf_counter()
-    setup, state = _setup(cfg, run, world, checkpoint)
+    setup, state = _setup(cfg, run, world, checkpoint, started)
     metrics: MetricsLog | _NoMetrics = MetricsLog(run) if world.is_main else _NoMetrics()
     metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
     with contextlib.closing(metrics):
         while state.phase_index < len(cfg.phases):
             resuming = checkpoint if checkpoint and checkpoint.get("optimizer") else None
-            state = _train_phase(cfg, run, setup, state, metrics, resuming)
+            state = _train_phase(_with_flips(cfg, setup), run, setup, state, metrics, resuming)
             checkpoint = None
     state = replace(state, total_seconds=state.total_seconds + time.perf_counter() - started)
     summary = world.from_main(lambda: write_outputs(run, cfg, setup, state, metrics.rows))
@@ -148,9 +158,11 @@ def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | N
 # ---------------------------------------------------------------- setup and plan
 
 
-def _setup(cfg: TrainConfig, run: RunDir, world: World,
-           checkpoint: Checkpoint | None) -> tuple[Setup, RunState]:
-    """The data, the model (restored from ``checkpoint``), its input size, the plan."""
+def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None,
+           started: float) -> tuple[Setup, RunState]:
+    """The data, the model (restored from ``checkpoint``), its input size, the plan, whether
+    to flip (decided from the training images unless set), and the time budget's deadline
+    (counted from ``started``, less what earlier sessions spent)."""
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
@@ -168,7 +180,37 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World,
     model.to(world.device)
     plan = world.from_main(lambda: plan_phases(cfg, model, data, resolution, world.device,
                                                world.world_size, run))  # the budget is per device
-    return Setup(data, model, resolution, plan, world), state
+    flips = None if cfg.augment.horizontal_flip is not None else world.from_main(
+        lambda: check_flips(data.train, data.classes))
+    setup = Setup(data, model, resolution, plan, world, flips=flips)
+    if cfg.time_budget is not None:
+        setup = replace(setup, time=_time_budget(cfg, setup, state, started, fresh=checkpoint is None))
+    return setup, state
+
+
+def _time_budget(cfg: TrainConfig, setup: Setup, state: RunState, started: float, *,
+                 fresh: bool) -> TimeBudget:
+    """The deadline and this machine's forward speed; a fresh run whose budget cannot cover
+    the first phase's first epoch stops here (``ConfigError``)."""
+    assert cfg.time_budget is not None
+    spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
+    first = setup.plan.phases[state.phase_index]
+    images = setup.data.val or setup.data.train
+    seconds = measure_forward(
+        setup.model, image_dataset(images, setup.model, cfg, setup.resolution, train=False),
+        setup.world.device, first.precision, first.channels_last)
+    budget = TimeBudget(deadline=started + cfg.time_budget - spent, image_seconds=seconds)
+    if fresh:
+        cached = first.feature_cache and cfg.feature_cache
+        budget.check(cfg, budget.first_epoch(len(setup.data.train), len(setup.data.val), cached))
+    return budget
+
+
+def _with_flips(cfg: TrainConfig, setup: Setup) -> TrainConfig:
+    """The settings with horizontal flips as decided from the data, unless the user set them."""
+    if setup.flips is None or cfg.augment.horizontal_flip is not None:
+        return cfg
+    return replace(cfg, augment=replace(cfg.augment, horizontal_flip=setup.flips.flips))
 
 
 # ---------------------------------------------------------------- one phase
@@ -184,21 +226,33 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
                                          batch, None, None))
         _save(run, setup, state, best=None)
         return state
-    parts = _phase_parts(cfg, run, setup, phase, plan, checkpoint)
+    parts = _phase_parts(cfg, run, setup, phase, plan, checkpoint, state.phase.epochs)
+    state = replace(state, phase=replace(state.phase, epochs=parts.epochs))
+    clock = None if setup.time is None else PhaseClock.for_phase(
+        setup.time, cfg.phases, state.phase_index, steps_per_epoch=max(1, len(parts.loader)),
+        epochs=parts.epochs, steps=state.phase.steps,
+        val_images=len(parts.inputs.val or ()),  # type: ignore[arg-type]
+        cached=parts.inputs.module is not setup.model, schedule=parts.scheduler,
+        sync=setup.world.from_main)
     micro, best = state.phase.micro or MicroBatch(plan.micro_batch), parts.best
-    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs", phase.name, plan.trainable,
-             micro.size, micro.accumulation(batch), plan.precision, phase.epochs)
+    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs%s", phase.name, plan.trainable,
+             micro.size, micro.accumulation(batch), plan.precision, parts.epochs,
+             " (to be fitted to the time budget)" if clock and not clock.fitted else "")
     meter = PeakMeter(setup.world.device, budget_bytes=cfg.gpu_memory,
                       context_bytes=setup.plan.context_bytes)
     with meter:
-        while state.phase.epoch < phase.epochs and not state.phase.stopped_early:
+        while state.phase.epoch < (state.phase.epochs or 0) and not state.phase.stopped_early:
             seed = epoch_seed(cfg.seed, state.phase_index, state.phase.epoch)
             parts.sampler.seed = seed
             torch.manual_seed(seed)  # dropout, MixUp: a pure function of (seed, phase, epoch)
             epoch = run_epoch(parts, micro, setup=setup, meter=meter, state=state, phase=phase,
-                              show=cfg.progress and setup.world.is_main)
+                              show=cfg.progress and setup.world.is_main, clock=clock)
             micro = epoch.micro
             state, best = _after_epoch(state, phase, epoch, best, setup.model)
+            if clock is not None:  # refit with the epoch's measured time
+                epochs = clock.epoch_done(epoch.train_seconds, epoch.steps,
+                                          epoch.seconds - epoch.train_seconds, state.phase.epoch)
+                state = replace(state, phase=replace(state.phase, epochs=epochs, steps=clock.steps))
             metrics.append(_epoch_row(phase, state, epoch, parts.optimizer, batch).to_dict())
             _save(run, setup, state, best=best, optimizer=parts.optimizer.state_dict(),
                   scheduler=parts.scheduler.state_dict(),
@@ -207,7 +261,8 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
         setup.model.load_state_dict(best)
         log.info("phase %s: restored the best weights (epoch %d)", phase.name,
                  state.phase.best_epoch + 1)
-    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
+    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter,
+                                     clock.predicted_seconds if clock else None))
     _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
     return state
 
@@ -215,8 +270,8 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
 @dataclass(frozen=True)
 class _PhaseParts:
     """What a phase's epochs run: its inputs and step context, loaders, the module that trains
-    (wrapped for data parallelism when there are peers), optimizer, schedule, loss scaler, and
-    the best weights so far (from a checkpoint inside the phase)."""
+    (wrapped for data parallelism when there are peers), optimizer, schedule, loss scaler, the
+    best weights so far (from a checkpoint inside the phase), and its epochs."""
 
     inputs: PhaseInputs
     ctx: StepContext
@@ -225,14 +280,16 @@ class _PhaseParts:
     val_loader: DataLoader[Any] | None
     module: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: PhaseSchedule
     scaler: torch.amp.GradScaler | None
     best: dict[str, Tensor] | None
+    epochs: int
 
 
 def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig, plan: PhasePlan,
-                 checkpoint: Checkpoint | None) -> _PhaseParts:
-    """The model set as the plan says (depth, checkpointing, layout), and what trains it."""
+                 checkpoint: Checkpoint | None, epochs: int | None) -> _PhaseParts:
+    """The model set as the plan says (depth, checkpointing, layout), and what trains it for
+    ``epochs`` epochs (None: the phase's default for its steps per epoch)."""
     model, world = setup.model, setup.world
     # the plan's depth: a budget may have frozen more than the phase asked
     model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
@@ -256,7 +313,9 @@ def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig
         device=world.device.type)  # one per phase: its workers persist
     optimizer = build_optimizer(param_groups(model.head, model.blocks, model.backbone, phase),
                                 phase, world.device.type)
-    scheduler = build_scheduler(optimizer, phase, max(1, len(loader)))
+    epochs = epochs if epochs is not None else default_epochs(
+        phase, max(1, len(loader)), cached=inputs.module is not model)
+    scheduler = build_scheduler(optimizer, phase, max(1, len(loader)), epochs)
     scaler = grad_scaler(plan.precision, world.device)
     if checkpoint is not None:  # resumed inside this phase
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -264,18 +323,21 @@ def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
     return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.wrap(inputs.module),
-                       optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None)
+                       optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None,
+                       epochs)
 
 
 @dataclass(frozen=True)
 class _Epoch:
-    """One epoch's training and validation sums, the micro-batch it ended at, its seconds."""
+    """One epoch's training and validation sums, the micro-batch it ended at, its seconds
+    (all, and training alone) and optimizer steps."""
 
     train: Stats
     val: Stats | None
     micro: MicroBatch
     seconds: float
     train_seconds: float
+    steps: int
 
 
 def _after_epoch(state: RunState, phase: PhaseConfig, epoch: _Epoch, best: dict[str, Tensor] | None,
@@ -297,26 +359,35 @@ def _after_epoch(state: RunState, phase: PhaseConfig, epoch: _Epoch, best: dict[
 
 
 def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: PeakMeter,
-              state: RunState, phase: PhaseConfig, show: bool) -> _Epoch:
-    """One epoch: a step per batch (the meter counts one step of a phase's first epoch), then
-    validation. What trains is ``parts.inputs.module`` (the classifier, or its head on cached
-    features), through ``parts.module`` (the same in DDP when there are peers)."""
+              state: RunState, phase: PhaseConfig, show: bool,
+              clock: PhaseClock | None = None) -> _Epoch:
+    """One epoch: a step per batch (the meter counts one step of a phase's first epoch, the
+    clock times the first steps), then validation. What trains is ``parts.inputs.module``
+    (the classifier, or its head on cached features), through ``parts.module`` (the same in
+    DDP when there are peers)."""
     t0 = time.perf_counter()
     model, world, ctx = setup.model, setup.world, parts.ctx
     net, module, optimizer, loader = parts.inputs.module, parts.module, parts.optimizer, parts.loader
     model.train()
     stats = Stats()
     counted = sampled_step(len(loader)) if state.phase.epoch == 0 else -1
-    batches = progress(loader, desc=f"{phase.name} {state.phase.epoch + 1}/{phase.epochs}",
+    batches = progress(loader, desc=f"{phase.name} {state.phase.epoch + 1}/{state.phase.epochs}",
                        enabled=show)
+    timing = clock is not None and state.phase.epoch == 0
+    steps = 0
     for step, (x, y) in enumerate(batches):
+        if clock is not None and clock.stop(state.phase.epoch, step):
+            break  # the time budget ends the phase inside this epoch
         begin_step(module, y, ctx)
         with (meter.sampling(held_tensors(model, optimizer)) if step == counted
               else contextlib.nullcontext()):
             step_stats, micro = train_step(module, optimizer, x, y, ctx, micro, step=step,
                                            epoch=state.global_epoch + 1, scaler=parts.scaler)
         parts.scheduler.step()
+        if timing:
+            clock.step_done(step)  # type: ignore[union-attr]
         stats = stats + step_stats
+        steps += 1
     world.broadcast_buffers(net)
     train_s = time.perf_counter() - t0
     val = None
@@ -327,7 +398,7 @@ def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: Pea
             micro = MicroBatch(min(micro.size, val_micro.size), val_micro.recoveries)
         model.train()
         val = world.reduce_stats(val_stats)
-    return _Epoch(world.reduce_stats(stats), val, micro, time.perf_counter() - t0, train_s)
+    return _Epoch(world.reduce_stats(stats), val, micro, time.perf_counter() - t0, train_s, steps)
 
 
 def _epoch_row(phase: PhaseConfig, state: RunState, epoch: _Epoch,
@@ -347,14 +418,17 @@ def _epoch_row(phase: PhaseConfig, state: RunState, epoch: _Epoch,
 
 
 def _result(phase: PhaseConfig, plan: PhasePlan, progress_: PhaseProgress, micro: MicroBatch,
-            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None) -> PhaseResult:
+            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None,
+            predicted_seconds: float | None = None) -> PhaseResult:
     st = progress_
     return PhaseResult(
-        name=phase.name, trainable=plan.trainable, epochs_planned=phase.epochs,
+        name=phase.name, trainable=plan.trainable,
+        epochs_planned=st.epochs if st.epochs is not None else phase.epochs,
         epochs_run=st.epoch, stopped_early=st.stopped_early,
         best_epoch=st.best_epoch + 1 if st.best_epoch >= 0 else None,
         best_val_accuracy=st.best_val_accuracy, best_val_loss=st.best_val_loss,
         seconds=round(st.seconds, 2),
+        predicted_seconds=round(predicted_seconds, 2) if predicted_seconds is not None else None,
         images_per_s=round(st.samples / st.train_seconds, 2) if st.train_seconds else None,
         samples_seen=st.samples, micro_batch=micro.size, accumulation=micro.accumulation(batch),
         precision=plan.precision, checkpointing=plan.checkpointing,

@@ -10,13 +10,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from snugtune.config import TrainConfig
+from snugtune.data.doctor import examine
 from snugtune.infer import predict_samples
 from snugtune.recipe.setup import Setup
 from snugtune.recipe.state import RunState
 from snugtune.report import (
     ClassificationReport,
+    HardImage,
     classification_report,
+    hardest_images,
     plot_confusion_matrix,
+    plot_images,
     plot_learning_curves,
     plot_memory,
     write_model_card,
@@ -43,11 +47,16 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
     save_weights(model, run.weights)
     pre = {**model.preprocessing.to_dict(), "size": setup.resolution}
     evaluation: ClassificationReport | None = None
+    hardest: tuple[HardImage, ...] = ()
     if data.val:
         probs, labels = predict_samples(model, data.val, pre, device=setup.world.device,
                                         batch_size=cfg.batch_size * 2, workers=cfg.workers)
         evaluation = classification_report(labels.tolist(), probs.argmax(-1).tolist(), data.classes)
         plot_confusion_matrix(evaluation, run.confusion_matrix)
+        hardest = hardest_images([s.path for s in data.val], labels.numpy(), probs.numpy(),
+                                 data.classes)
+        plot_images([(h.path, f"{h.label} -> {h.predicted}\np={h.p_label:.2f}") for h in hardest],
+                    run.hardest_val)
     if rows:
         plot_learning_curves(rows, run.learning_curves)
     if any(p.predicted_peak_bytes or p.measured_peak_bytes for p in state.results):
@@ -63,8 +72,9 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
     run.write_summary(summary)
     issues = {"skipped": [vars(i) for i in data.scan.skipped],
               "converted": [vars(i) for i in data.scan.converted]}
+    doctor = examine(data.classes, data.train, data.val, data.scan.fingerprints)
     write_report(run, summary, rows=rows, evaluation=evaluation, data_issues=issues,
-                 plan=setup.plan.to_dict())
+                 plan=setup.plan.to_dict(), doctor=doctor, hardest=hardest)
     return summary
 
 
@@ -80,6 +90,8 @@ def _summary(cfg: TrainConfig, setup: Setup, state: RunState,
         best_val_accuracy=max(accs) if accs else None,
         best_val_loss=min(losses) if losses else None,
         final_val_accuracy=evaluation.accuracy if evaluation else None,
-        total_seconds=round(state.total_seconds, 2), skipped_files=len(data.scan.skipped),
+        total_seconds=round(state.total_seconds, 2), time_budget=cfg.time_budget,
+        flip_check=setup.flips.to_dict() if setup.flips else None,
+        skipped_files=len(data.scan.skipped),
         converted_files=len(data.scan.converted), phases=state.results,
     )

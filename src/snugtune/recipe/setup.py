@@ -15,15 +15,19 @@ from snugtune.data import (
     DataBundle,
     ImageDataset,
     Sample,
+    ScanResult,
     build_transforms,
     scan_folder,
     split_samples,
 )
+from snugtune.data.doctor import DataDoctor, examine
 from snugtune.errors import DataError, SnugtuneError
 from snugtune.memory import build_model, resolve_gpu
 from snugtune.models import Classifier, Preprocessing
 from snugtune.planner import Plan, plan_run
 from snugtune.recipe.distributed import World
+from snugtune.recipe.flips import FlipCheck
+from snugtune.recipe.timing import TimeBudget
 from snugtune.rundir import RunDir
 from snugtune.step import balanced_class_weights, plan_device
 
@@ -31,6 +35,7 @@ __all__ = [
     "Setup",
     "choose_resolution",
     "class_weights",
+    "diagnose_folder",
     "image_dataset",
     "plan_folder",
     "plan_phases",
@@ -45,14 +50,17 @@ CLASS_IMBALANCE = 1.5  # class_weights=auto weighs classes when the largest is t
 
 @dataclass(frozen=True)
 class Setup:
-    """What the recipe's setup made: the data, the model, its input size, the plan, and this
-    process's place among the data-parallel processes."""
+    """What the recipe's setup made: the data, the model, its input size, the plan, this
+    process's place among the data-parallel processes, the time budget's deadline, and the
+    flips decided from the data (None: set by the user)."""
 
     data: DataBundle
     model: Classifier
     resolution: int
     plan: Plan
     world: World
+    time: TimeBudget | None = None
+    flips: FlipCheck | None = None
 
 
 def prepare_data(cfg: TrainConfig, run: RunDir) -> DataBundle:
@@ -130,6 +138,21 @@ def plan_phases(cfg: TrainConfig, model: Classifier, data: DataBundle, resolutio
                  p.predicted_peak_bytes / 2**20,
                  f" of {p.budget_bytes / 2**20:.0f} MiB" if p.budget_bytes else "")
     return plan
+
+
+def diagnose_folder(cfg: TrainConfig) -> tuple[ScanResult, DataDoctor]:
+    """Scan ``cfg.data`` and split it as training would, then look for copies of one picture
+    within a class, across classes and across the split (``data.doctor``).
+
+    Raises:
+        DataError: the folder cannot be used.
+    """
+    scan = scan_folder(cfg.data, workers=cfg.workers)
+    if scan.val_samples is not None:
+        train, val = tuple(scan.samples), tuple(scan.val_samples)
+    else:
+        train, val = split_samples(scan.samples, cfg.val_split, cfg.seed)
+    return scan, examine(scan.classes, train, val, scan.fingerprints)
 
 
 def plan_folder(cfg: TrainConfig) -> Plan:

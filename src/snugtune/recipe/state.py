@@ -26,6 +26,10 @@ class PhaseProgress:
         stopped_early: patience ran out.
         seconds, train_seconds, samples: the phase's totals so far.
         micro: the micro-batch after any OOM recovery (None until the phase starts).
+        epochs: the phase's epochs as decided when it started (its setting, scaled to the
+            data, or fitted to the time budget; None until then).
+        steps: with a time budget, the phase's optimizer steps as fitted (its last epoch may
+            be cut short); None: whole epochs.
     """
 
     epoch: int = 0
@@ -39,6 +43,8 @@ class PhaseProgress:
     train_seconds: float = 0.0
     samples: int = 0
     micro: MicroBatch | None = None
+    epochs: int | None = None
+    steps: int | None = None
 
     def after_epoch(self, phase: PhaseConfig, score: Stats, *, seconds: float,
                     train_seconds: float, samples: int, micro: MicroBatch) -> PhaseProgress:

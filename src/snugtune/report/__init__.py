@@ -8,6 +8,7 @@ Everything a finished (or crashed) run leaves for people to read::
       learning_curves.png         loss/accuracy per epoch   plot_learning_curves
       confusion_matrix.png        evaluation heat map       plot_confusion_matrix
       memory.png                  predicted vs measured     plot_memory
+      hardest_val.png             highest-loss val images   plot_images
       model_card.json             backbone, classes, preprocessing, metrics, versions
       report.md, report.html      all of the above          write_report
 
@@ -24,16 +25,25 @@ from snugtune.report.classification import (
     ClassMetrics,
     classification_report,
 )
+from snugtune.report.doctor import HardImage, hardest_images
 from snugtune.report.metrics_log import MetricsLog
-from snugtune.report.plots import plot_confusion_matrix, plot_learning_curves, plot_memory
+from snugtune.report.plots import (
+    plot_confusion_matrix,
+    plot_images,
+    plot_learning_curves,
+    plot_memory,
+)
 from snugtune.report.report import write_report
 
 __all__ = [
     "ClassMetrics",
     "ClassificationReport",
+    "HardImage",
     "MetricsLog",
     "classification_report",
+    "hardest_images",
     "plot_confusion_matrix",
+    "plot_images",
     "plot_learning_curves",
     "plot_memory",
     "read_model_card",

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_learning_curves", "plot_memory"]
+__all__ = ["plot_confusion_matrix", "plot_images", "plot_learning_curves", "plot_lr_find",
+           "plot_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,50 @@ def plot_memory(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: Mapping[str, float],
+                 path: Path) -> Path:
+    """The learning-rate range test: smoothed loss against the learning rate (log scale), with
+    ``marks`` (name -> learning rate) drawn as vertical lines."""
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color=_TRAIN_COLOR, linewidth=1.5)
+    ax.set_xscale("log")
+    for (name, lr), color in zip(marks.items(), ("#2ca02c", "#d62728", "#7f7f7f"), strict=False):
+        ax.axvline(lr, color=color, linestyle="--", linewidth=1, label=f"{name}: {lr:.2g}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("Learning-rate range test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_images(images: Sequence[tuple[str, str]], path: Path, *, columns: int = 4,
+                thumb_px: int = 96) -> Path:
+    """A grid of thumbnails, each titled (``images``: (file, title)); unreadable files are
+    drawn as an empty cell titled so."""
+    from PIL import Image as PILImage
+
+    rows = max(1, math.ceil(len(images) / columns))
+    inch = thumb_px / _DPI + 0.45
+    fig = _new_figure(columns * inch, rows * (inch + 0.25))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, item in zip(axes, list(images) + [("", "")] * (len(axes) - len(images)), strict=True):
+        ax.set_axis_off()
+        file, title = item
+        if not file:
+            continue
+        try:
+            with PILImage.open(file) as im:
+                im.thumbnail((thumb_px, thumb_px))
+                ax.imshow(np.asarray(im.convert("RGB")))
+        except OSError:
+            title += "\n(unreadable)"
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _new_figure(width_in: float, height_in: float) -> Figure:

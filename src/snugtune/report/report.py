@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from snugtune.data.doctor import DataDoctor
 from snugtune.report._format import fmt_bytes, fmt_float, fmt_percent, fmt_value
 from snugtune.report.classification import ClassificationReport
+from snugtune.report.doctor import HardImage, doctor_section
 from snugtune.report.document import (
     Block,
     Bullets,
@@ -52,6 +54,8 @@ def write_report(
     evaluation: ClassificationReport | None = None,
     data_issues: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
     plan: Mapping[str, object] | None = None,
+    doctor: DataDoctor | None = None,
+    hardest: Sequence[HardImage] = (),
 ) -> Path:
     """Write ``RUN/report.md`` and ``RUN/report.html``.
 
@@ -65,6 +69,8 @@ def write_report(
         evaluation: Validation/test evaluation for the per-class table.
         data_issues: ``{"skipped": [{"path", "reason"}], "converted": [...]}``.
         plan: The training plan (as its JSON dict) for the plan table.
+        doctor: duplicates, leakage and conflicting labels found in the data.
+        hardest: the validation images of highest loss (drawn in ``hardest_val.png``).
 
     Returns:
         Path of ``report.md``.
@@ -78,6 +84,7 @@ def write_report(
         *learning_curves_section(run),
         *evaluation_section(evaluation, run),
         *memory_section(summary, run),
+        *doctor_section(doctor, hardest, run),
         *data_issues_section(data_issues, summary.data),
         *plan_section(plan),
         *usage_section(run),

@@ -6,7 +6,8 @@ was not recorded renders as an em dash and a section with nothing to show is lef
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from snugtune.report._format import (
     MISSING,
@@ -59,7 +60,9 @@ def overview_section(summary: RunSummary, run: RunDir, created: str) -> list[Blo
         f"Images: {fmt_int(summary.num_train)} train, {fmt_int(summary.num_val)} validation",
         f"Resolution: {_resolution(summary.resolution)}",
         f"Device: {summary.device or MISSING}",
-        f"Total time: {fmt_seconds(summary.total_seconds)}",
+        *_flips_fact(summary.flip_check),
+        f"Total time: {fmt_seconds(summary.total_seconds)}" + (
+            f" (time budget {fmt_seconds(summary.time_budget)})" if summary.time_budget else ""),
         f"Run folder: {run.path}",
         f"Report written: {created}",
     ]
@@ -68,6 +71,14 @@ def overview_section(summary: RunSummary, run: RunDir, created: str) -> list[Blo
         Paragraph(headline, strong=True),
         Bullets(tuple(facts)),
     ]
+
+
+def _flips_fact(check: Mapping[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    return [f"Horizontal flips: {'kept' if check.get('flips') else 'turned off'} (the classes' "
+            f"average images: median asymmetry {fmt_float(check.get('asymmetry'))}, flips kept "
+            f"up to {fmt_float(check.get('max_asymmetry'))})"]
 
 
 def phases_section(summary: RunSummary) -> list[Block]:
@@ -96,7 +107,8 @@ def phases_section(summary: RunSummary) -> list[Block]:
             fmt_bool(p.stopped_early),
             fmt_int(p.best_epoch),
             fmt_percent(p.best_val_accuracy),
-            fmt_seconds(p.seconds),
+            fmt_seconds(p.seconds) + (f" (predicted {fmt_seconds(p.predicted_seconds)})"
+                                      if p.predicted_seconds is not None else ""),
             fmt_int(p.images_per_s),
         ]
         if with_cache:

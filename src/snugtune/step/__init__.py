@@ -29,13 +29,20 @@ from snugtune.step.loop import (
 )
 from snugtune.step.loss import balanced_class_weights, soft_targets, weight_total, weighted_loss_sum
 from snugtune.step.microbatch import MicroBatch, free_memory, local_batch, retry_halving
-from snugtune.step.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from snugtune.step.optim import (
+    PhaseSchedule,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    param_groups,
+)
 from snugtune.step.seeding import derive_seed
 
 __all__ = [
     "AUTOCAST_DTYPES",
     "CPU_FORWARD_CHUNK",
     "MicroBatch",
+    "PhaseSchedule",
     "Stats",
     "StepContext",
     "autocast",

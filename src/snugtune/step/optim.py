@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from snugtune.config import PhaseConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+__all__ = ["PhaseSchedule", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
 
 def _split_decay(params: list[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -97,10 +97,31 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, phase: PhaseConfig, steps_per_epoch: int
-) -> LambdaLR:
-    """Per-optimizer-step schedule over the phase's planned epochs."""
-    total = max(1, phase.epochs * steps_per_epoch)
-    warmup = int(round(phase.warmup_epochs * steps_per_epoch))
-    return LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, phase.schedule))
+class PhaseSchedule(LambdaLR):
+    """Per-optimizer-step schedule over a phase's epochs (:func:`lr_factor`).
+
+    The length may be set again while the phase runs (``set_steps``: a time budget fits it
+    once the steps have been timed); the total is part of ``state_dict``, so a resumed phase
+    continues on the same curve.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, phase: PhaseConfig,
+                 steps_per_epoch: int, epochs: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.total = max(1, epochs * steps_per_epoch)
+        self.warmup = int(round(phase.warmup_epochs * steps_per_epoch))
+        self.kind = phase.schedule
+        super().__init__(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup, self.kind)
+
+    def set_steps(self, steps: int) -> None:
+        """The phase now lasts ``steps`` optimizer steps: later steps follow the new curve."""
+        self.total = max(1, steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, phase: PhaseConfig, steps_per_epoch: int,
+                    epochs: int) -> PhaseSchedule:
+    """Per-optimizer-step schedule over ``epochs`` epochs of the phase."""
+    return PhaseSchedule(optimizer, phase, steps_per_epoch, epochs)

@@ -56,7 +56,7 @@ def test_phase_flags_set_every_phase_or_one(tmp_path: Any) -> None:
     cfg = run_config(args, args.data)
     head, finetune = cfg.phases
     assert (head.lr, finetune.lr) == (0.01, 0.01)
-    assert (head.epochs, finetune.epochs) == (2, 5)
+    assert (head.epochs, finetune.epochs) == (2, None)  # None: scaled to the data
     assert (head.trainable, finetune.trainable) == ("head", "top:4")
     assert cfg.augment.rotation_range == 30 and cfg.resolution == 64
 

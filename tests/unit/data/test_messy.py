@@ -136,8 +136,11 @@ def build_messy_tree(root: Path) -> tuple[dict[str, str], dict[str, str], set[st
     skipped["cats/loop_a.jpg"] = skipped["cats/loop_b.jpg"] = "symlink loop"
     os.mkfifo(cats / "pipe.jpg")  # never opened: reading a FIFO would block the scan
     skipped["cats/pipe.jpg"] = "not a regular file"
-    os.symlink(full, cats / "alias.jpg")  # a valid file symlink is an ordinary sample
+    _rgb().save(root.parent / "outside.jpg")
+    os.symlink(root.parent / "outside.jpg", cats / "alias.jpg")  # a link out: an ordinary sample
     usable.add("cats/alias.jpg")
+    os.symlink("good.jpg", cats / "again.jpg")  # a second path to a file of its class
+    skipped["cats/again.jpg"] = f"duplicate path: same file as {full}"
     _rgb().save(cats / "café au lait ü.png")
     usable.add("cats/café au lait ü.png")
     if not IS_ROOT:  # root reads through chmod 000; covered by a patched test below

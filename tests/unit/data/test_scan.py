@@ -152,10 +152,17 @@ def test_progress_callback_reaches_total(tmp_path: Path) -> None:
 
 def test_duplicate_folder_via_symlink_is_scanned_once(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "d", classes=2, per_class=2, size=16)
-    os.symlink(root / "class_0", root / "class_1" / "linked")
+    _img(root / "class_1" / "sub" / "s.png")
+    os.symlink("sub", root / "class_1" / "again")  # a second path within its own class
+    _img(tmp_path / "ext" / "e.png")
+    os.symlink(tmp_path / "ext", root / "class_0" / "ext1")  # outside: followed once
+    os.symlink(tmp_path / "ext", root / "class_0" / "ext2")
     r = scan_folder(root)
-    assert r.class_counts() == {"class_0": 2, "class_1": 2}
-    assert [i.reason.split(":")[0] for i in r.skipped] == ["duplicate folder"]
+    assert r.class_counts() == {"class_0": 3, "class_1": 3}
+    assert {os.path.relpath(i.path, root): i.reason for i in r.skipped} == {
+        "class_0/ext2": f"duplicate folder: already scanned as {root / 'class_0' / 'ext1'}",
+        "class_1/again": f"duplicate folder: already scanned as {root / 'class_1' / 'sub'}",
+    }
 
 
 def test_jpeg_sizes_are_full_size_although_checked_in_draft_mode(tmp_path: Path) -> None:

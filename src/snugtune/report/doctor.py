@@ -1,0 +1,85 @@
+"""The report's data doctor: copies of one picture across classes, across the train/validation
+split and within a class (``data.doctor``), and the validation images the trained model finds
+hardest, as a thumbnail grid: where mislabelled images usually are."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from snugtune.data.doctor import PROBLEMS, DataDoctor
+from snugtune.report._format import fmt_int
+from snugtune.report.document import Block, Heading, Image, Paragraph, Table
+from snugtune.rundir import RunDir
+
+__all__ = ["HARDEST", "HardImage", "doctor_section", "hardest_images"]
+
+HARDEST = 16  # validation images shown
+_EXAMPLES = 8  # groups listed per problem
+
+_MEANING = {
+    "conflicting labels": "the same picture in two classes: at least one label is wrong",
+    "leakage": "the same picture in training and validation: validation accuracy is inflated",
+    "duplicates": "the same picture more than once in one class and split: it weighs more",
+}
+
+
+@dataclass(frozen=True)
+class HardImage:
+    """A validation image and what the model made of it."""
+
+    path: str
+    label: str
+    predicted: str
+    p_label: float  # the probability the model gave its label
+    loss: float  # -log p_label
+
+
+def hardest_images(paths: Sequence[str], labels: np.ndarray, probs: np.ndarray,
+                   classes: Sequence[str], k: int = HARDEST) -> tuple[HardImage, ...]:
+    """The ``k`` images with the highest loss (lowest probability for their own label)."""
+    p = probs[np.arange(len(labels)), labels].astype(np.float64)
+    order = np.argsort(p, kind="stable")[:k]
+    pred = probs.argmax(-1)
+    return tuple(HardImage(paths[i], classes[int(labels[i])], classes[int(pred[i])], float(p[i]),
+                           float(-math.log(max(p[i], 1e-12)))) for i in order)
+
+
+def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
+                   run: RunDir) -> list[Block]:
+    """Counts per problem, examples of each, and the hardest validation images."""
+    if doctor is None and not hardest:
+        return []
+    blocks: list[Block] = [Heading("Data doctor")]
+    if doctor is not None:
+        counts = doctor.counts()
+        blocks.append(Paragraph(
+            f"Looked at {fmt_int(doctor.images)} images for copies of one picture (identical "
+            "files, or the same picture re-encoded: perceptual hash and thumbnail)."))
+        blocks.append(Table(("Problem", "Groups", "Extra copies", "What it means"), tuple(
+            (p, fmt_int(counts[p]["groups"]), fmt_int(counts[p]["extra"]), _MEANING[p])
+            for p in PROBLEMS), (False, True, True, False)))
+        for problem in PROBLEMS:
+            groups = doctor.of(problem)
+            if not groups:
+                continue
+            rows = tuple(
+                (g.kind, "; ".join(f"{p} ({c}, {s})" for p, c, s in g.files))
+                for g in groups[:_EXAMPLES])
+            more = len(groups) - _EXAMPLES
+            blocks.append(Paragraph(f"{problem.capitalize()}" + (
+                f" (first {_EXAMPLES} of {fmt_int(len(groups))}):" if more > 0 else ":")))
+            blocks.append(Table(("Copies", "Files (class, split)"), rows))
+    if hardest:
+        blocks.append(Paragraph(
+            "Validation images with the highest loss (the lowest probability for their own "
+            "label): check their labels first."))
+        if run.hardest_val.is_file():
+            blocks.append(Image(run.hardest_val.name, "validation images with the highest loss"))
+        blocks.append(Table(("Image", "Label", "Predicted", "P(label)"), tuple(
+            (h.path, h.label, h.predicted, f"{h.p_label:.3f}") for h in hardest),
+            (False, False, False, True)))
+    return blocks
