@@ -58,6 +58,7 @@ import sys
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -346,23 +347,34 @@ def _stats(errors: list[float]) -> dict[str, float | int]:
             "mean_error": statistics.mean(errors), "median_error": statistics.median(errors)}
 
 
+def _time_boxed(models: list[str], predict: Callable[[str], list[dict[str, Any]]],
+                time_box: float, seed: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows of ``predict(model)`` for models in a seeded random order until ``time_box``
+    seconds are spent; models that cannot be built or traced, with why."""
+    order = sorted(models)
+    random.Random(seed).shuffle(order)
+    rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    started = time.perf_counter()
+    for name in order:
+        if time.perf_counter() - started > time_box:
+            break
+        try:
+            rows.extend(predict(name))
+        except Exception as e:  # noqa: BLE001 - renamed or untraceable models are reported
+            failed[name] = f"{type(e).__name__}: {str(e)[:160]}"
+    return rows, failed
+
+
 def part_b(path: Path, time_box: float, seed: int) -> dict[str, Any]:
     """Predicted vs measured A100 peaks for as many calibration models as the time box allows:
     the environment's context fitted on half of the models, errors on the other half."""
     card = get_gpu_profile("a100-40gb")
     series, naive = _calibration_rows(path)
-    models = sorted(series)
-    random.Random(seed).shuffle(models)
-    rows: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
     started = time.perf_counter()
-    for name in models:
-        if time.perf_counter() - started > time_box:
-            break
-        try:
-            rows.extend(_predict_model(name, series[name], card, naive[name]))
-        except Exception as e:  # noqa: BLE001 - a model timm cannot build or trace is reported
-            failed[name] = f"{type(e).__name__}: {str(e)[:160]}"
+    rows, failed = _time_boxed(
+        list(series), lambda name: _predict_model(name, series[name], card, naive[name]),
+        time_box, seed)
     fitted = fit_context(rows)
     gpu = replace(card, name="gpumemnet-a100-40gb", **fitted,
                   source="context fitted on the fit half of this data set")
@@ -516,18 +528,9 @@ def part_d(path: Path, time_box: float, seed: int) -> dict[str, Any]:
     # torch 1.12 had no F.scaled_dot_product_attention: timm 0.6 attention layers stored the
     # attention matrix; timm's explicit path does the same today
     timm.layers.set_fused_attn(False)
-    models = sorted(brackets)
-    random.Random(seed).shuffle(models)
-    rows: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
     started = time.perf_counter()
-    for name in models:
-        if time.perf_counter() - started > time_box:
-            break
-        try:
-            rows.extend(_predict_brackets(name, brackets[name]))
-        except Exception as e:  # noqa: BLE001 - renamed or untraceable models are reported
-            failed[name] = f"{type(e).__name__}: {str(e)[:160]}"
+    rows, failed = _time_boxed(list(brackets), lambda name: _predict_brackets(name, brackets[name]),
+                               time_box, seed)
     timm.layers.set_fused_attn(True)
     context = fit_bracket_context(rows)
     for r in rows:

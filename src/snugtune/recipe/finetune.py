@@ -37,6 +37,7 @@ from snugtune.models import build_classifier, resolve_backbone
 from snugtune.planner import PhasePlan
 from snugtune.recipe.checkpoint import load_checkpoint, save_checkpoint
 from snugtune.recipe.distributed import (
+    NullMetrics,
     ShardedBatches,
     World,
     begin_step,
@@ -44,7 +45,7 @@ from snugtune.recipe.distributed import (
     session,
     sharded_loader,
 )
-from snugtune.recipe.flips import check_flips
+from snugtune.recipe.flips import check_flips, with_flips
 from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
 from snugtune.recipe.progress import progress
@@ -58,7 +59,7 @@ from snugtune.recipe.setup import (
     prepare_data,
 )
 from snugtune.recipe.state import PhaseProgress, RunState
-from snugtune.recipe.timing import PhaseClock, TimeBudget, default_epochs, measure_forward
+from snugtune.recipe.timing import PhaseClock, default_epochs, start_budget
 from snugtune.report import MetricsLog
 from snugtune.results import EpochResult, PhaseResult, RunSummary
 from snugtune.rundir import RunDir
@@ -143,12 +144,12 @@ def resume(run_dir: str | Path) -> TrainResult:
 def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None) -> TrainResult:
     started = time.perf_counter()
     setup, state = _setup(cfg, run, world, checkpoint, started)
-    metrics: MetricsLog | _NoMetrics = MetricsLog(run) if world.is_main else _NoMetrics()
+    metrics: MetricsLog | NullMetrics = MetricsLog(run) if world.is_main else NullMetrics()
     metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
     with contextlib.closing(metrics):
         while state.phase_index < len(cfg.phases):
             resuming = checkpoint if checkpoint and checkpoint.get("optimizer") else None
-            state = _train_phase(_with_flips(cfg, setup), run, setup, state, metrics, resuming)
+            state = _train_phase(with_flips(cfg, setup.flips), run, setup, state, metrics, resuming)
             checkpoint = None
     state = replace(state, total_seconds=state.total_seconds + time.perf_counter() - started)
     summary = world.from_main(lambda: write_outputs(run, cfg, setup, state, metrics.rows))
@@ -184,40 +185,20 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
         lambda: check_flips(data.train, data.classes))
     setup = Setup(data, model, resolution, plan, world, flips=flips)
     if cfg.time_budget is not None:
-        setup = replace(setup, time=_time_budget(cfg, setup, state, started, fresh=checkpoint is None))
+        first = plan.phases[state.phase_index]
+        spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
+        setup = replace(setup, time=start_budget(
+            cfg, model, image_dataset(data.val or data.train, model, cfg, resolution, train=False),
+            first, world.device, deadline=started + cfg.time_budget - spent,
+            sizes=(len(data.train), len(data.val)) if checkpoint is None else None))
     return setup, state
-
-
-def _time_budget(cfg: TrainConfig, setup: Setup, state: RunState, started: float, *,
-                 fresh: bool) -> TimeBudget:
-    """The deadline and this machine's forward speed; a fresh run whose budget cannot cover
-    the first phase's first epoch stops here (``ConfigError``)."""
-    assert cfg.time_budget is not None
-    spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
-    first = setup.plan.phases[state.phase_index]
-    images = setup.data.val or setup.data.train
-    seconds = measure_forward(
-        setup.model, image_dataset(images, setup.model, cfg, setup.resolution, train=False),
-        setup.world.device, first.precision, first.channels_last)
-    budget = TimeBudget(deadline=started + cfg.time_budget - spent, image_seconds=seconds)
-    if fresh:
-        cached = first.feature_cache and cfg.feature_cache
-        budget.check(cfg, budget.first_epoch(len(setup.data.train), len(setup.data.val), cached))
-    return budget
-
-
-def _with_flips(cfg: TrainConfig, setup: Setup) -> TrainConfig:
-    """The settings with horizontal flips as decided from the data, unless the user set them."""
-    if setup.flips is None or cfg.augment.horizontal_flip is not None:
-        return cfg
-    return replace(cfg, augment=replace(cfg.augment, horizontal_flip=setup.flips.flips))
 
 
 # ---------------------------------------------------------------- one phase
 
 
 def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
-                 metrics: MetricsLog | _NoMetrics, checkpoint: Checkpoint | None) -> RunState:
+                 metrics: MetricsLog | NullMetrics, checkpoint: Checkpoint | None) -> RunState:
     """Train the current phase from where ``state`` says to its end; the state after it."""
     phase, plan = cfg.phases[state.phase_index], setup.plan.phases[state.phase_index]
     batch = local_batch(cfg.batch_size, len(setup.data.train), setup.world.world_size)
@@ -454,18 +435,3 @@ def _save(run: RunDir, setup: Setup, state: RunState, *, best: dict[str, Tensor]
         **resume,
     }
     setup.world.from_main(lambda: save_checkpoint(run.checkpoints, payload))
-
-
-class _NoMetrics:
-    """The metrics log of ranks other than 0: takes rows, writes nothing."""
-
-    rows: list[dict[str, Any]] = []
-
-    def append(self, row: Any) -> None:
-        """Rank 0 logs the same, all-reduced, row."""
-
-    def truncate(self, keep: int) -> None:
-        """Nothing to truncate."""
-
-    def close(self) -> None:
-        """Nothing to close."""

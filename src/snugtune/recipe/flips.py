@@ -20,17 +20,18 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from snugtune.config import TrainConfig
 from snugtune.data import Sample
 from snugtune.data.images import decode_image
 from snugtune.errors import ImageLoadError
 
-__all__ = ["MAX_ASYMMETRY", "PER_CLASS", "FlipCheck", "check_flips"]
+__all__ = ["MAX_ASYMMETRY", "PER_CLASS", "FlipCheck", "check_flips", "with_flips"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,13 @@ def check_flips(samples: Sequence[Sample], classes: Sequence[str]) -> FlipCheck:
              "kept" if check.flips else "turned off", median,
              "at most" if check.flips else "over", MAX_ASYMMETRY)
     return check
+
+
+def with_flips(cfg: TrainConfig, check: FlipCheck | None) -> TrainConfig:
+    """``cfg`` with horizontal flips as ``check`` decided, unless the user set them."""
+    if check is None or cfg.augment.horizontal_flip is not None:
+        return cfg
+    return replace(cfg, augment=replace(cfg.augment, horizontal_flip=check.flips))
 
 
 def _asymmetry(mean: np.ndarray) -> float:

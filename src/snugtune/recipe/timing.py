@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from snugtune.config import PhaseConfig, TrainConfig
 from snugtune.errors import ConfigError
 from snugtune.models import Classifier
+from snugtune.planner import PhasePlan
 from snugtune.step import PhaseSchedule, autocast
 from snugtune.units import format_duration
 
@@ -55,6 +56,7 @@ __all__ = [
     "default_epochs",
     "measure_forward",
     "phase_share",
+    "start_budget",
 ]
 
 log = logging.getLogger(__name__)
@@ -283,6 +285,24 @@ def _round_up(seconds: float) -> float:
     """To 10 s under a minute, else to the minute."""
     step = 10 if seconds < 60 else 60
     return float(step * math.ceil(seconds / step))
+
+
+def start_budget(cfg: TrainConfig, model: Classifier, images: Dataset[Any], first: PhasePlan,
+                 device: torch.device, *, deadline: float,
+                 sizes: tuple[int, int] | None) -> TimeBudget:
+    """The run's budget: ``deadline`` and this machine's forward time on ``images`` (in the
+    first phase's precision and layout). With ``sizes`` (train and validation images: a fresh
+    run), a budget that cannot cover the first phase's first epoch stops the run here.
+
+    Raises:
+        ConfigError: the budget is too small (with what would do).
+    """
+    seconds = measure_forward(model, images, device, first.precision, first.channels_last)
+    budget = TimeBudget(deadline=deadline, image_seconds=seconds)
+    if sizes is not None:
+        cached = first.feature_cache and cfg.feature_cache
+        budget.check(cfg, budget.first_epoch(*sizes, cached=cached))
+    return budget
 
 
 def measure_forward(model: Classifier, dataset: Dataset[Any], device: torch.device,
