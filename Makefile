@@ -34,6 +34,7 @@ bench: install
 	$(PY) benchmarks/planner_accuracy.py --out benchmarks/results/planner_accuracy.json
 	$(PY) benchmarks/throughput.py --out benchmarks/results/throughput.json
 	$(PY) benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json
+	$(PY) benchmarks/time_to_accuracy.py --budgets 2m 5m --out benchmarks/results/time_budget.json
 	$(PY) benchmarks/unseen_images.py --out benchmarks/results/unseen_images.json
 
 clean:

@@ -233,7 +233,9 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             if clock is not None:  # refit with the epoch's measured time
                 epochs = clock.epoch_done(epoch.train_seconds, epoch.steps,
                                           epoch.seconds - epoch.train_seconds, state.phase.epoch)
-                state = replace(state, phase=replace(state.phase, epochs=epochs, steps=clock.steps))
+                predicted = clock.predicted_seconds or state.phase.predicted_seconds  # resumed: kept
+                state = replace(state, phase=replace(state.phase, epochs=epochs, steps=clock.steps,
+                                                     predicted_seconds=predicted))
             metrics.append(_epoch_row(phase, state, epoch, parts.optimizer, batch).to_dict())
             _save(run, setup, state, best=best, optimizer=parts.optimizer.state_dict(),
                   scheduler=parts.scheduler.state_dict(),
@@ -242,8 +244,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
         setup.model.load_state_dict(best)
         log.info("phase %s: restored the best weights (epoch %d)", phase.name,
                  state.phase.best_epoch + 1)
-    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter,
-                                     clock.predicted_seconds if clock else None))
+    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
     _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
     return state
 
@@ -399,9 +400,9 @@ def _epoch_row(phase: PhaseConfig, state: RunState, epoch: _Epoch,
 
 
 def _result(phase: PhaseConfig, plan: PhasePlan, progress_: PhaseProgress, micro: MicroBatch,
-            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None,
-            predicted_seconds: float | None = None) -> PhaseResult:
+            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None) -> PhaseResult:
     st = progress_
+    predicted_seconds = st.predicted_seconds
     return PhaseResult(
         name=phase.name, trainable=plan.trainable,
         epochs_planned=st.epochs if st.epochs is not None else phase.epochs,

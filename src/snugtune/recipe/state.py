@@ -23,13 +23,15 @@ class PhaseProgress:
         best_metric, best_epoch: the monitored value's best and its epoch (0-based; -1: none).
         best_val_accuracy, best_val_loss: the validation scores at that epoch.
         bad_epochs: epochs since the best (early stopping's count).
-        stopped_early: patience ran out.
+        stopped_early: patience ran out before the phase's last epoch.
         seconds, train_seconds, samples: the phase's totals so far.
         micro: the micro-batch after any OOM recovery (None until the phase starts).
         epochs: the phase's epochs as decided when it started (its setting, scaled to the
             data, or fitted to the time budget; None until then).
         steps: with a time budget, the phase's optimizer steps as fitted (its last epoch may
             be cut short); None: whole epochs.
+        predicted_seconds: with a time budget, the phase's seconds as predicted once its first
+            steps were timed (kept across a resume, for the report).
     """
 
     epoch: int = 0
@@ -45,6 +47,7 @@ class PhaseProgress:
     micro: MicroBatch | None = None
     epochs: int | None = None
     steps: int | None = None
+    predicted_seconds: float | None = None
 
     def after_epoch(self, phase: PhaseConfig, score: Stats, *, seconds: float,
                     train_seconds: float, samples: int, micro: MicroBatch) -> PhaseProgress:
@@ -60,8 +63,9 @@ class PhaseProgress:
             return replace(done, best_metric=value, best_epoch=self.epoch, bad_epochs=0,
                            best_val_accuracy=score.accuracy, best_val_loss=score.loss)
         bad = self.bad_epochs + 1
-        return replace(done, bad_epochs=bad,
-                       stopped_early=phase.patience is not None and bad >= phase.patience)
+        last = self.epochs is not None and done.epoch >= self.epochs  # ends here anyway
+        return replace(done, bad_epochs=bad, stopped_early=(
+            phase.patience is not None and bad >= phase.patience and not last))
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "micro"}

@@ -134,8 +134,8 @@ class PhaseClock:
     schedule: PhaseSchedule
     sync: Callable[[Callable[[], int]], int] = field(default=lambda fit: fit())
     fitted: bool = False
-    predicted_seconds: float | None = None  # the phase's seconds, as last predicted
-    _started: float = field(default_factory=time.perf_counter)
+    predicted_seconds: float | None = None  # the phase's seconds, as the first fit predicted
+    _started: float = field(default_factory=lambda: time.perf_counter())  # patchable in tests
     _allowed: float | None = None  # the phase's seconds, from its start
     _first_step_done: float | None = None
     _train_seconds: float = 0.0  # measured over finished epochs
@@ -232,11 +232,12 @@ class PhaseClock:
                 "time budget: %d steps (%d epochs) at %.0f ms per step fit the %s left", steps,
                 math.ceil(steps / self.steps_per_epoch), 1000 * step_seconds,
                 format_duration(max(0.0, room)))
+        if not self.fitted:  # the prediction the report checks: made once, from the probe
+            epochs_left = math.ceil(steps / self.steps_per_epoch) - math.ceil(
+                done_steps / self.steps_per_epoch) + (1 if done_steps % self.steps_per_epoch else 0)
+            self.predicted_seconds = spent + (steps - done_steps) * step_seconds + max(
+                0, epochs_left) * val_seconds
         self.fitted = True
-        epochs_left = math.ceil(steps / self.steps_per_epoch) - math.ceil(
-            done_steps / self.steps_per_epoch) + (1 if done_steps % self.steps_per_epoch else 0)
-        self.predicted_seconds = spent + (steps - done_steps) * step_seconds + max(
-            0, epochs_left) * val_seconds
         if steps != self.steps:
             self.schedule.set_steps(steps)
         self.steps = steps

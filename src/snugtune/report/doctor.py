@@ -5,6 +5,7 @@ hardest, as a thumbnail grid: where mislabelled images usually are."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,8 +50,14 @@ def hardest_images(paths: Sequence[str], labels: np.ndarray, probs: np.ndarray,
 
 
 def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
-                   run: RunDir) -> list[Block]:
-    """Counts per problem, examples of each, and the hardest validation images."""
+                   run: RunDir, root: str | None = None) -> list[Block]:
+    """Counts per problem, examples of each, and the hardest validation images; files under
+    the data folder ``root`` are named relative to it."""
+
+    def name(path: str) -> str:
+        rel = os.path.relpath(path, root) if root and os.path.isabs(path) else path
+        return path if rel.startswith(os.pardir) else rel
+
     if doctor is None and not hardest:
         return []
     blocks: list[Block] = [Heading("Data doctor")]
@@ -58,7 +65,8 @@ def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
         counts = doctor.counts()
         blocks.append(Paragraph(
             f"Looked at {fmt_int(doctor.images)} images for copies of one picture (identical "
-            "files, or the same picture re-encoded: perceptual hash and thumbnail)."))
+            "files, or the same picture re-encoded: perceptual hash and thumbnail)."
+            + (f" Files are under `{root}`." if root else "")))
         blocks.append(Table(("Problem", "Groups", "Extra copies", "What it means"), tuple(
             (p, fmt_int(counts[p]["groups"]), fmt_int(counts[p]["extra"]), _MEANING[p])
             for p in PROBLEMS), (False, True, True, False)))
@@ -67,7 +75,7 @@ def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
             if not groups:
                 continue
             rows = tuple(
-                (g.kind, "; ".join(f"{p} ({c}, {s})" for p, c, s in g.files))
+                (g.kind, "; ".join(f"{name(p)} ({c}, {s})" for p, c, s in g.files))
                 for g in groups[:_EXAMPLES])
             more = len(groups) - _EXAMPLES
             blocks.append(Paragraph(f"{problem.capitalize()}" + (
@@ -76,10 +84,10 @@ def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
     if hardest:
         blocks.append(Paragraph(
             "Validation images with the highest loss (the lowest probability for their own "
-            "label): check their labels first."))
+            "label): check their labels first." + (f" Files are under `{root}`." if root else "")))
         if run.hardest_val.is_file():
             blocks.append(Image(run.hardest_val.name, "validation images with the highest loss"))
         blocks.append(Table(("Image", "Label", "Predicted", "P(label)"), tuple(
-            (h.path, h.label, h.predicted, f"{h.p_label:.3f}") for h in hardest),
+            (name(h.path), h.label, h.predicted, f"{h.p_label:.3f}") for h in hardest),
             (False, False, False, True)))
     return blocks

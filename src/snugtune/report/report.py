@@ -84,7 +84,7 @@ def write_report(
         *learning_curves_section(run),
         *evaluation_section(evaluation, run),
         *memory_section(summary, run),
-        *doctor_section(doctor, hardest, run),
+        *doctor_section(doctor, hardest, run, summary.data),
         *data_issues_section(data_issues, summary.data),
         *plan_section(plan),
         *usage_section(run),

@@ -29,6 +29,15 @@ def test_the_best_epoch_and_early_stopping_follow_the_monitored_loss() -> None:
     assert (p.seconds, p.train_seconds, p.samples) == (8.0, 6.0, 400)
 
 
+def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop() -> None:
+    p = PhaseProgress(epochs=4)
+    for loss in (1.0, 0.8, 0.9, 0.85):
+        p = p.after_epoch(PHASE, Stats(loss * 10, 7, 10), seconds=2.0, train_seconds=1.5,
+                          samples=100, micro=MicroBatch(8))
+    assert p.bad_epochs == 2 and not p.stopped_early
+    assert _epochs([1.0, 0.8, 0.9, 0.85]).stopped_early  # no set length: patience decides
+
+
 def test_accuracy_as_the_monitor_keeps_the_highest() -> None:
     acc = PhaseConfig(name="a", epochs=5, lr=1e-3, monitor="val_accuracy", patience=None)
     p = PhaseProgress()

@@ -92,10 +92,12 @@ def test_a_slower_epoch_than_predicted_shortens_the_phase(clock_time):
     for step in range(1, 7):
         clock_time.now += 0.5
         clock.step_done(step)
-    fitted = clock.steps
+    fitted, predicted = clock.steps, clock.predicted_seconds
+    assert predicted is not None and predicted == pytest.approx(3.0 + 0.5 * (fitted - 7), abs=0.01)
     clock_time.now += 20.0  # the rest of the epoch was much slower
     clock.epoch_done(train_seconds=25.0, steps=10, val_seconds=0.0, epochs=1)
     assert 10 <= clock.steps < fitted
+    assert clock.predicted_seconds == predicted  # the report compares the probe's prediction
 
 
 def test_a_frozen_phase_before_fine_tuning_keeps_to_its_share_and_default(clock_time):
