@@ -16,7 +16,8 @@ the machine and the load averages around each repeat (the machine may be shared)
 MNIST digit scans (``unseen_images.py``'s, 300 per digit to train and validate, a further 200
 per digit held out as a test set the run never sees), one run with the defaults and one per
 ``--time-budget`` (2m and 5m): wall seconds from ``train`` to its return, how close that is
-to the budget (ratio), the phases' fitted epochs with predicted and actual seconds, the best
+to the budget (ratio), the time plan made before training (the feature-cache fill and each
+phase's seconds), the phases' fitted epochs with predicted and actual seconds, the best
 validation accuracy and the test accuracy (digits).
 
 Usage: ``python benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json``
@@ -131,6 +132,7 @@ def budget_run(root: Path, work: Path, budget: float | None, test: Path | None) 
         "ratio_to_budget": round(seconds / budget, 3) if budget else None,
         "best_val_accuracy": result.best_val_accuracy,
         "flip_check": result.summary.flip_check,
+        "time_plan": result.summary.time_plan,
         "phases": [{k: p.to_dict()[k] for k in ("name", "trainable", "epochs_planned",
                                                 "epochs_run", "stopped_early", "seconds",
                                                 "predicted_seconds")}

@@ -216,6 +216,7 @@ class RunSummary:
     final_val_accuracy: float | None = None
     total_seconds: float | None = None
     time_budget: float | None = None
+    time_plan: dict[str, float] | None = None  # phase -> seconds planned up front (time budget)
     flip_check: dict[str, Any] | None = None  # horizontal flips decided from the training images
     skipped_files: int = 0
     converted_files: int = 0

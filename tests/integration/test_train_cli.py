@@ -141,7 +141,10 @@ def test_a_time_budget_fits_the_phases_and_the_report_says_how(tiny_data: Path, 
     assert summary["time_budget"] == 12.0
     for p in summary["phases"]:
         assert p["epochs_planned"] >= p["epochs_run"] >= 1 and p["predicted_seconds"] > 0
-    assert "time budget 12.0 s" in RunDir(run).report_md.read_text()
+    assert set(summary["time_plan"]) == {"feature cache", "finetune"}  # kept on resume
+    assert 0 < sum(summary["time_plan"].values()) < 12.0
+    report = RunDir(run).report_md.read_text()
+    assert "time budget 12.0 s" in report and "(planned " in report and ", predicted " in report
 
 
 def test_a_time_budget_too_small_for_one_epoch_is_refused_up_front(tiny_data: Path, tmp_path: Path,

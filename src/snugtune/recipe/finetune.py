@@ -190,7 +190,10 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
         setup = replace(setup, time=start_budget(
             cfg, model, image_dataset(data.val or data.train, model, cfg, resolution, train=False),
             first, world.device, deadline=started + cfg.time_budget - spent,
-            sizes=(len(data.train), len(data.val)) if checkpoint is None else None))
+            sizes=(len(data.train), len(data.val)) if checkpoint is None else None,
+            cached=tuple(p.feature_cache and cfg.feature_cache for p in plan.phases)))
+        if setup.time is not None and setup.time.planned:  # a fresh run: its plan is kept
+            state = replace(state, time_plan=setup.time.planned)
     return setup, state
 
 

@@ -91,6 +91,7 @@ class RunState:
     phase: PhaseProgress = field(default_factory=PhaseProgress)
     results: tuple[PhaseResult, ...] = ()
     total_seconds: float = 0.0
+    time_plan: tuple[tuple[str, float], ...] = ()  # phase, seconds: a time budget's up-front plan
 
     def next_phase(self, result: PhaseResult) -> RunState:
         """The state once the current phase has ended as ``result``."""
@@ -100,7 +101,8 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         return {"phase_index": self.phase_index, "global_epoch": self.global_epoch,
                 "phase": self.phase.to_dict(), "results": [r.to_dict() for r in self.results],
-                "total_seconds": self.total_seconds}
+                "total_seconds": self.total_seconds,
+                "time_plan": [list(p) for p in self.time_plan]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunState:
@@ -108,4 +110,5 @@ class RunState:
                    global_epoch=int(data.get("global_epoch", 0)),
                    phase=PhaseProgress.from_dict(data.get("phase") or {}),
                    results=tuple(PhaseResult.from_dict(r) for r in data.get("results") or ()),
-                   total_seconds=float(data.get("total_seconds", 0.0)))
+                   total_seconds=float(data.get("total_seconds", 0.0)),
+                   time_plan=tuple((str(n), float(t)) for n, t in data.get("time_plan") or ()))

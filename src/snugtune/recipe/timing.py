@@ -24,9 +24,12 @@ phase's length, in optimizer steps, to the time left (``PhaseClock``):
 * the learning-rate schedule spans the fitted steps (``step.PhaseSchedule``), and the fit is
   kept in the run state and the scheduler's, so a resumed run continues on the same curve.
 
-Before training, a few images are decoded and passed forward (``measure_forward``) and a
-budget that cannot cover even the first phase's first epoch is refused with the time it would
-need on this machine (``TimeBudget.check``).
+Before training, a few images are decoded and passed forward (``measure_forward``); a budget
+that cannot cover even the first phase's first epoch is refused with the time it would need
+on this machine (``TimeBudget.check``), and the others are planned from that speed
+(``TimeBudget.plan``: the feature-cache fill and each phase's seconds, logged and kept in the
+run's summary), which the report shows beside the prediction from each phase's first steps
+and the time it took.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -255,6 +258,33 @@ class TimeBudget:
 
     deadline: float
     image_seconds: float
+    planned: tuple[tuple[str, float], ...] = ()
+
+    def plan(self, phases: tuple[PhaseConfig, ...], cached: tuple[bool, ...], *, num_train: int,
+             num_val: int, steps_per_epoch: int) -> tuple[tuple[str, float], ...]:
+        """Seconds planned before anything trained, per phase and for the feature-cache fill:
+        the time left less the final evaluation and outputs, shared as ``PhaseClock`` will
+        share it. A frozen phase that others follow takes its default epochs at one forward
+        pass per image, at most its share; on cached features it is not planned (its epochs
+        cost next to nothing) but the fill is, as ``"feature cache"`` (one forward pass over
+        the data); the other phases take their share of what is left. ``cached``: per phase,
+        whether it trains on cached features."""
+        left = self.deadline - time.perf_counter() - OUTPUT_SECONDS - num_val * self.image_seconds
+        epoch = (num_train + num_val) * self.image_seconds  # a forward pass over the data
+        out = []
+        for i, phase in enumerate(phases):
+            if phase.epochs != 0 and i < len(phases) - 1 and _frozen(phase):
+                if cached[i]:
+                    out.append(("feature cache", round(epoch, 1)))
+                    left -= epoch
+                    continue
+                seconds = min(phase_share(phases, i) * max(0.0, left),
+                              default_epochs(phase, steps_per_epoch) * epoch)
+            else:
+                seconds = 0.0 if phase.epochs == 0 else phase_share(phases, i) * max(0.0, left)
+            out.append((phase.name, round(seconds, 1)))
+            left -= seconds
+        return tuple(out)
 
     def first_epoch(self, num_train: int, num_val: int, cached: bool) -> float:
         """Predicted seconds of the first phase's first epoch: the feature-cache fill (train
@@ -289,21 +319,27 @@ def _round_up(seconds: float) -> float:
 
 
 def start_budget(cfg: TrainConfig, model: Classifier, images: Dataset[Any], first: PhasePlan,
-                 device: torch.device, *, deadline: float,
-                 sizes: tuple[int, int] | None) -> TimeBudget:
+                 device: torch.device, *, deadline: float, sizes: tuple[int, int] | None,
+                 cached: tuple[bool, ...]) -> TimeBudget:
     """The run's budget: ``deadline`` and this machine's forward time on ``images`` (in the
     first phase's precision and layout). With ``sizes`` (train and validation images: a fresh
-    run), a budget that cannot cover the first phase's first epoch stops the run here.
+    run), a budget that cannot cover the first phase's first epoch stops the run here, and
+    the phases' planned seconds are logged and kept (``TimeBudget.planned``). ``cached``: per
+    phase, whether it trains on cached features.
 
     Raises:
         ConfigError: the budget is too small (with what would do).
     """
     seconds = measure_forward(model, images, device, first.precision, first.channels_last)
     budget = TimeBudget(deadline=deadline, image_seconds=seconds)
-    if sizes is not None:
-        cached = first.feature_cache and cfg.feature_cache
-        budget.check(cfg, budget.first_epoch(*sizes, cached=cached))
-    return budget
+    if sizes is None:
+        return budget
+    budget.check(cfg, budget.first_epoch(*sizes, cached=cached[0]))
+    planned = budget.plan(cfg.phases, cached, num_train=sizes[0], num_val=sizes[1],
+                          steps_per_epoch=math.ceil(sizes[0] / cfg.batch_size))
+    log.info("time budget %s (%.0f images/s forward here): %s", format_duration(cfg.time_budget or 0),
+             1 / max(seconds, 1e-9), ", ".join(f"{n} ~{format_duration(t)}" for n, t in planned))
+    return replace(budget, planned=planned)
 
 
 def measure_forward(model: Classifier, dataset: Dataset[Any], device: torch.device,

@@ -62,7 +62,8 @@ def overview_section(summary: RunSummary, run: RunDir, created: str) -> list[Blo
         f"Device: {summary.device or MISSING}",
         *_flips_fact(summary.flip_check),
         f"Total time: {fmt_seconds(summary.total_seconds)}" + (
-            f" (time budget {fmt_seconds(summary.time_budget)})" if summary.time_budget else ""),
+            f" (time budget {fmt_seconds(summary.time_budget)}{_time_plan(summary)})"
+            if summary.time_budget else ""),
         f"Run folder: {run.path}",
         f"Report written: {created}",
     ]
@@ -107,8 +108,7 @@ def phases_section(summary: RunSummary) -> list[Block]:
             fmt_bool(p.stopped_early),
             fmt_int(p.best_epoch),
             fmt_percent(p.best_val_accuracy),
-            fmt_seconds(p.seconds) + (f" (predicted {fmt_seconds(p.predicted_seconds)})"
-                                      if p.predicted_seconds is not None else ""),
+            fmt_seconds(p.seconds) + _predicted(p, (summary.time_plan or {}).get(p.name)),
             fmt_int(p.images_per_s),
         ]
         if with_cache:
@@ -116,6 +116,19 @@ def phases_section(summary: RunSummary) -> list[Block]:
         rows.append(tuple(row))
     right = (False, True, False, True, True, True, True, False)
     return [*blocks, Table(tuple(header), tuple(rows), right[: len(header)])]
+
+
+def _time_plan(summary: RunSummary) -> str:
+    """The budget's plan before training, as said in the log."""
+    plan = summary.time_plan or {}
+    return "; planned: " + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in plan.items()) if plan else ""
+
+
+def _predicted(p: PhaseResult, planned: float | None) -> str:
+    """What the time budget planned up front and predicted from the phase's first steps."""
+    said = ([f"planned {fmt_seconds(planned)}"] if planned is not None else []) + (
+        [f"predicted {fmt_seconds(p.predicted_seconds)}"] if p.predicted_seconds is not None else [])
+    return f" ({', '.join(said)})" if said else ""
 
 
 def learning_curves_section(run: RunDir) -> list[Block]:

@@ -109,6 +109,23 @@ def test_a_frozen_phase_before_fine_tuning_keeps_to_its_share_and_default(clock_
     assert clock.steps == 30  # its 3 default epochs: more time goes to fine-tuning
 
 
+def test_the_time_plan_shares_the_budget_as_the_phase_clocks_will(clock_time):
+    tb = TimeBudget(deadline=clock_time.now + 120.0, image_seconds=0.003)
+    left = 120.0 - OUTPUT_SECONDS - 2000 * 0.003  # less the final evaluation and outputs
+    cached = dict(tb.plan((HEAD, FINETUNE), (True, False), num_train=8000, num_val=2000,
+                          steps_per_epoch=250))
+    assert cached["feature cache"] == pytest.approx(30.0)  # the fill: 10,000 images forward
+    assert "head" not in cached  # epochs on cached features: next to nothing
+    assert cached["finetune"] == pytest.approx(left - 30.0, abs=0.1)
+    images = dict(tb.plan((HEAD, FINETUNE), (False, False), num_train=8000, num_val=2000,
+                          steps_per_epoch=250))
+    assert images["head"] == pytest.approx(FROZEN_SHARE * left, abs=0.1)  # epochs cost more
+    assert images["finetune"] == pytest.approx((1 - FROZEN_SHARE) * left, abs=0.1)
+    skipped = dict(tb.plan((HEAD, PhaseConfig(name="ft", epochs=0, lr=1e-3, trainable="top:2")),
+                           (True, False), num_train=8000, num_val=2000, steps_per_epoch=250))
+    assert skipped["ft"] == 0.0
+
+
 def test_a_budget_below_the_first_epoch_is_refused_with_what_would_do(clock_time):
     c = build_config(overrides={"data": "d", "time_budget": "30s"})
     tb = TimeBudget(deadline=clock_time.now + 28.0, image_seconds=0.01)  # 2 s of setup spent
