@@ -49,6 +49,7 @@ from snugtune.recipe.flips import check_flips, with_flips
 from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
 from snugtune.recipe.progress import progress
+from snugtune.recipe.records import EpochOutcome, epoch_row, phase_result
 from snugtune.recipe.sampler import EpochSampler, epoch_seed
 from snugtune.recipe.setup import (
     Setup,
@@ -58,10 +59,10 @@ from snugtune.recipe.setup import (
     plan_phases,
     prepare_data,
 )
-from snugtune.recipe.state import PhaseProgress, RunState
+from snugtune.recipe.state import RunState
 from snugtune.recipe.timing import PhaseClock, default_epochs, start_budget
 from snugtune.report import MetricsLog
-from snugtune.results import EpochResult, PhaseResult, RunSummary
+from snugtune.results import RunSummary
 from snugtune.rundir import RunDir
 from snugtune.step import (
     MicroBatch,
@@ -206,8 +207,8 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
     phase, plan = cfg.phases[state.phase_index], setup.plan.phases[state.phase_index]
     batch = local_batch(cfg.batch_size, len(setup.data.train), setup.world.world_size)
     if phase.epochs == 0:  # nothing to train, no inputs (a frozen phase would fill the cache)
-        state = state.next_phase(_result(phase, plan, state.phase, MicroBatch(plan.micro_batch),
-                                         batch, None, None))
+        state = state.next_phase(phase_result(
+            phase, plan, state.phase, MicroBatch(plan.micro_batch), batch, None, None))
         _save(run, setup, state, best=None)
         return state
     parts = _phase_parts(cfg, run, setup, phase, plan, checkpoint, state.phase.epochs)
@@ -239,7 +240,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
                 predicted = clock.predicted_seconds or state.phase.predicted_seconds  # resumed: kept
                 state = replace(state, phase=replace(state.phase, epochs=epochs, steps=clock.steps,
                                                      predicted_seconds=predicted))
-            metrics.append(_epoch_row(phase, state, epoch, parts.optimizer, batch).to_dict())
+            metrics.append(epoch_row(phase, state, epoch, parts.optimizer, batch).to_dict())
             _save(run, setup, state, best=best, optimizer=parts.optimizer.state_dict(),
                   scheduler=parts.scheduler.state_dict(),
                   scaler=parts.scaler.state_dict() if parts.scaler else None)
@@ -247,7 +248,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
         setup.model.load_state_dict(best)
         log.info("phase %s: restored the best weights (epoch %d)", phase.name,
                  state.phase.best_epoch + 1)
-    state = state.next_phase(_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
+    state = state.next_phase(phase_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
     _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
     return state
 
@@ -312,20 +313,7 @@ def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig
                        epochs)
 
 
-@dataclass(frozen=True)
-class _Epoch:
-    """One epoch's training and validation sums, the micro-batch it ended at, its seconds
-    (all, and training alone) and optimizer steps."""
-
-    train: Stats
-    val: Stats | None
-    micro: MicroBatch
-    seconds: float
-    train_seconds: float
-    steps: int
-
-
-def _after_epoch(state: RunState, phase: PhaseConfig, epoch: _Epoch, best: dict[str, Tensor] | None,
+def _after_epoch(state: RunState, phase: PhaseConfig, epoch: EpochOutcome, best: dict[str, Tensor] | None,
                  model: nn.Module) -> tuple[RunState, dict[str, Tensor] | None]:
     """The state after an epoch (best score, early stopping, totals) and the best weights."""
     progress_ = state.phase.after_epoch(phase, epoch.val or epoch.train, seconds=epoch.seconds,
@@ -345,7 +333,7 @@ def _after_epoch(state: RunState, phase: PhaseConfig, epoch: _Epoch, best: dict[
 
 def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: PeakMeter,
               state: RunState, phase: PhaseConfig, show: bool,
-              clock: PhaseClock | None = None) -> _Epoch:
+              clock: PhaseClock | None = None) -> EpochOutcome:
     """One epoch: a step per batch (the meter counts one step of a phase's first epoch, the
     clock times the first steps), then validation. What trains is ``parts.inputs.module``
     (the classifier, or its head on cached features), through ``parts.module`` (the same in
@@ -383,48 +371,10 @@ def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: Pea
             micro = MicroBatch(min(micro.size, val_micro.size), val_micro.recoveries)
         model.train()
         val = world.reduce_stats(val_stats)
-    return _Epoch(world.reduce_stats(stats), val, micro, time.perf_counter() - t0, train_s, steps)
+    return EpochOutcome(world.reduce_stats(stats), val, micro, time.perf_counter() - t0, train_s, steps)
 
 
-def _epoch_row(phase: PhaseConfig, state: RunState, epoch: _Epoch,
-               optimizer: torch.optim.Optimizer, batch: int) -> EpochResult:
-    return EpochResult(
-        phase=phase.name, epoch=state.phase.epoch, global_epoch=state.global_epoch,
-        train_loss=epoch.train.loss, train_accuracy=epoch.train.accuracy,
-        val_loss=epoch.val.loss if epoch.val else None,
-        val_accuracy=epoch.val.accuracy if epoch.val else None,
-        lr=optimizer.param_groups[0]["lr"], seconds=round(epoch.seconds, 3),
-        images_per_s=round(epoch.train.seen / max(epoch.train_seconds, 1e-9), 2),
-        samples_seen=epoch.train.seen, micro_batch=epoch.micro.size,
-        accumulation=epoch.micro.accumulation(batch))
-
-
-# ---------------------------------------------------------------- results and checkpoints
-
-
-def _result(phase: PhaseConfig, plan: PhasePlan, progress_: PhaseProgress, micro: MicroBatch,
-            batch: int, inputs: PhaseInputs | None, meter: PeakMeter | None) -> PhaseResult:
-    st = progress_
-    predicted_seconds = st.predicted_seconds
-    return PhaseResult(
-        name=phase.name, trainable=plan.trainable,
-        epochs_planned=st.epochs if st.epochs is not None else phase.epochs,
-        epochs_run=st.epoch, stopped_early=st.stopped_early,
-        best_epoch=st.best_epoch + 1 if st.best_epoch >= 0 else None,
-        best_val_accuracy=st.best_val_accuracy, best_val_loss=st.best_val_loss,
-        seconds=round(st.seconds, 2),
-        predicted_seconds=round(predicted_seconds, 2) if predicted_seconds is not None else None,
-        images_per_s=round(st.samples / st.train_seconds, 2) if st.train_seconds else None,
-        samples_seen=st.samples, micro_batch=micro.size, accumulation=micro.accumulation(batch),
-        precision=plan.precision, checkpointing=plan.checkpointing,
-        channels_last=plan.channels_last, recoveries=micro.recoveries,
-        predicted_peak_bytes=plan.predicted_peak_bytes,
-        measured_peak_bytes=meter.peak_bytes if meter else None,
-        measured_reserved_bytes=meter.reserved_bytes if meter else None,
-        measured_process_bytes=meter.process_bytes if meter else None,
-        measured_entry_bytes=meter.entry_bytes if meter else None,  # held before step 1
-        budget_bytes=plan.budget_bytes, feature_cache=inputs.feature_cache if inputs else None,
-    )
+# ---------------------------------------------------------------- checkpoints
 
 
 def _save(run: RunDir, setup: Setup, state: RunState, *, best: dict[str, Tensor] | None,

@@ -254,6 +254,7 @@ class TimeBudget:
         deadline: ``time.perf_counter()`` value by which the run must have ended.
         image_seconds: decode, preprocessing and an inference forward pass of one image
             (measured up front: ``measure_forward``): the feature-cache fill and validation.
+        planned: a fresh run's plan (``plan``): (phase or ``feature cache``, seconds).
     """
 
     deadline: float
