@@ -113,8 +113,11 @@ def _cache_settings() -> dict[str, object]:
 
 
 def default_scan_workers() -> int:
-    """Threads for scanning: decoding is partly I/O bound, so a few more than cores."""
-    return min(8, (os.cpu_count() or 1) + 2)
+    """Threads for scanning: one per core. Measured on 2 cores (files in the page cache), 1 /
+    2 / 4 threads: 600 JPEGs of 1024x768 in 0.95 / 0.50 / 0.6-0.87 s (decoding releases the
+    GIL); Animal-MNIST's 10,000 small PNGs in 4.3 / 6.1 / 7.3 s (the perceptual hash and the
+    per-file Python hold it). More threads than cores lost in both."""
+    return min(8, os.cpu_count() or 1)
 
 
 def check_file(path: str) -> FileCheck:
