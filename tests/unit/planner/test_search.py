@@ -127,13 +127,18 @@ def _heavy_middle() -> nn.Module:
         )
 
 
+def _finetune_plan(model: nn.Module, trainable: str, budget: int | None):
+    """The plan of one fine-tuning phase of ``model`` at ``trainable`` under ``budget``."""
+    phases = [{"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": trainable}]
+    return plan_run(cfg(gpu_memory=budget, batch_size=8, phases=phases), num_classes=4,
+                    num_train=100, resolution=16, device="cpu", model=model).phase("finetune")
+
+
 def test_a_budget_too_small_for_the_asked_depth_freezes_more():
     model = _heavy_middle()
-    phases = [{"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": "top:2"}]
 
     def run(budget):
-        return plan_run(cfg(gpu_memory=budget, batch_size=8, phases=phases), num_classes=4,
-                        num_train=100, resolution=16, device="cpu", model=model).phase("finetune")
+        return _finetune_plan(model, "top:2", budget)
 
     free = run(None)
     assert free.trainable == "top:2" and free.limited_by == "no budget"
@@ -159,11 +164,9 @@ def _heavy_top() -> nn.Module:
 
 def test_freezing_goes_down_to_the_head_before_refusing():
     model = _heavy_top()
-    phases = [{"name": "finetune", "epochs": 1, "lr": 1e-3, "trainable": "all"}]
 
     def run(budget):
-        return plan_run(cfg(gpu_memory=budget, batch_size=8, phases=phases), num_classes=4,
-                        num_train=100, resolution=16, device="cpu", model=model).phase("finetune")
+        return _finetune_plan(model, "all", budget)
 
     ft = run(25 * MIB)  # any trainable block brings its 9.4 MB four times over
     assert (ft.trainable, ft.limited_by, ft.feature_cache) == ("head", "frozen depth", True)
