@@ -1,12 +1,18 @@
-"""The GPU truth kit runs where no GPU is: ``--dry-run`` simulates its whole matrix."""
+"""The benchmarks' own logic: the GPU truth kit runs where no GPU is (``--dry-run`` simulates
+its whole matrix), and the planner-accuracy rules that set measurements apart behave."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,3 +39,44 @@ def test_gpu_truth_dry_run_predicts_the_matrix(tmp_path: Path) -> None:
     assert rows[("fp32", "all", 64, True)]["predicted_bytes"] < full  # checkpointing saves
     assert rows[("bf16", "all", 64, False)]["predicted_bytes"] < full  # so does autocast
     assert rows[("fp32", "head", 64, False)]["predicted_bytes"] < full
+
+
+def _planner_accuracy() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling _machine
+    try:
+        return importlib.import_module("planner_accuracy")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_a_reading_above_a_larger_batch_less_its_tensors_growth_is_set_apart() -> None:
+    pa = _planner_accuracy()
+    gib = 1024**3
+    naive = {8: 4 * gib, 16: 7 * gib, 32: 14 * gib, 64: 27 * gib}  # the source's tensor count
+    # dm_nfnet_f2's A100 readings (GiB): 16 and 32 hold ~8 GiB more than 8 and 64 allow
+    readings = {8: 7.2 * gib, 16: 19.7 * gib, 32: 26.3 * gib, 64: 31.8 * gib}
+    verdicts = {b: pa._inconsistent(readings, b, 40 * gib, naive) for b in readings}
+    assert verdicts == {8: None, 16: pa.TOOK_FREE_MEMORY, 32: pa.TOOK_FREE_MEMORY, 64: None}
+    # readings that grow at least as fast as the tensors are kept
+    steady = {b: naive[b] + 3 * gib for b in naive}
+    assert all(pa._inconsistent(steady, b, 40 * gib, naive) is None for b in steady)
+
+
+def test_a_failure_that_ran_in_the_other_layout_is_not_a_known_failure() -> None:
+    pa = _planner_accuracy()
+    nchw = {"layout": "nchw", "res": 256, "fits": 96, "fails": 128}
+    nhwc = {"layout": "nhwc", "res": 256, "fits": 128, "fails": 192}
+    assert pa._ran_in_other_layout(nchw, [nchw, nhwc])
+    assert not pa._ran_in_other_layout(nhwc, [nchw, nhwc])
+    row = {"fits_need_bytes": 10 * 2**30, "fails_need_bytes": 20 * 2**30,
+           "fails_ran_in_other_layout": True}
+    assert pa._verdicts(row, 0) == (True, None)
+    assert pa._verdicts({**row, "fails_ran_in_other_layout": False}, 0) == (True, False)
+
+
+def test_a_model_timm_has_redefined_since_the_benchmark_is_not_simulated() -> None:
+    pa = _planner_accuracy()
+    model = torch.nn.Linear(1000, 1000)  # 1.001 M parameters
+    pa._same_network(model, [{"param_count_m": 1.0}])
+    with pytest.raises(ValueError, match="not the network that ran"):
+        pa._same_network(model, [{"param_count_m": 1.5}])
