@@ -105,6 +105,13 @@ def cudnn_workspace_bytes(call: ConvCall) -> int:
     need (almost) none. With this term the calibration set's large-convolution rows
     (repvgg, darknet, mobilenetv4 at batch 64-128) stop being under-predicted by 15-25%
     (benchmarks/planner_accuracy.py).
+
+    This is what the step needs, not what it may take: PyTorch's cuDNN path
+    (``aten/src/ATen/native/cudnn/Conv_v8.cpp``) runs the heuristics' plans in order and moves
+    to the next one when a workspace allocation raises ``OutOfMemoryError``, so on a card with
+    free memory a convolution can hold gigabytes more (the calibration set's dm_nfnet_f2,
+    focalnet and xception65 readings: 5-8 GiB above the prediction at one batch, close to it
+    at the next larger one), and under the guard's cap it falls back to a leaner plan.
     """
     if not call.backward or call.groups != 1 or max(call.weight_shape[2:], default=1) <= 1:
         return 0
