@@ -16,7 +16,11 @@ pretrained weights: every model is randomly initialised). Measured on the device
    runs on the card, one process per (model, precision); between configurations everything is
    freed and the allocator's cache emptied. Measured: ``max_memory_reserved`` plus the context
    the process holds after the run (kernels load lazily, so it is read at the end), against
-   ``estimate_memory`` with the card's measured profile.
+   ``estimate_memory`` with the card's measured profile. Then the same step once more under
+   the budget a plan would give it (``capped``: the prediction over ``1 - SAFETY_MARGIN``, the
+   allocator capped at it less the context, as ``CudaBudget`` does in training): it must end at
+   its micro-batch, without halving. An uncapped step on a big card may hold more than it needs
+   (cuDNN takes large workspaces while memory is free); the capped run shows what it needs.
 3. ``budget_run``: ``snugtune.train`` of torchvision VGG16 at 224 px on generated images under
    ``--gpu-memory 4GiB``: the plan, the phases' measured whole-process peaks, and NVML's view of
    this process sampled every 20 ms when ``pynvml`` is installed. Passes when every peak < 4 GiB.
@@ -44,10 +48,13 @@ import torch
 
 import snugtune
 from snugtune.data import make_image_folder
+from snugtune.errors import BudgetError
 from snugtune.memory import GpuProfile, estimate_memory, get_gpu_profile, probe, run_steps
+from snugtune.memory.guard import CudaBudget
 from snugtune.memory.modules import configured
 from snugtune.memory.simulator import StepConfig
 from snugtune.models import build_classifier
+from snugtune.planner import SAFETY_MARGIN
 from snugtune.units import GIB
 
 MODELS = ("vgg16", "efficientnet_b0", "mobilenet_v2", "resnet50")
@@ -123,10 +130,31 @@ def child_matrix(model_name: str, precision: str) -> list[dict[str, Any]]:
         rows.append({**c, "model": model_name, "measured_reserved_bytes": reserved,
                      "measured_allocated_bytes": allocated, "context_after_bytes": context,
                      "measured_bytes": reserved + context, "seconds": round(time.perf_counter() - t0, 2),
-                     "error": error})
+                     "error": error, **_capped(model, model_name, c, cfg, dev)})
         del model
         torch.cuda.empty_cache()
     return [{**r, "context_start_bytes": context_start} for r in rows]
+
+
+def _capped(model: torch.nn.Module, model_name: str, c: dict[str, Any], cfg: StepConfig,
+            dev: torch.device) -> dict[str, Any]:
+    """The same step again under the budget a plan would give it (the prediction over
+    ``1 - SAFETY_MARGIN``), held as training holds it (``CudaBudget``: the allocator capped at
+    the budget less this process's context). An empty card lets cuDNN take large workspaces
+    (``memory/backends.py``); under the cap the step must still run at its micro-batch."""
+    torch.cuda.empty_cache()
+    budget = int(predict(model_name, c, probe(dev).profile())["predicted_bytes"]
+                 / (1 - SAFETY_MARGIN))
+    out: dict[str, Any] = {"capped_budget_bytes": budget, "capped_micro_batch": None,
+                           "capped_error": None}
+    try:
+        with CudaBudget(budget, dev, context_bytes=_process_context(dev)) as held, \
+                configured(model, cfg.trainable, cfg.checkpointing):
+            out["capped_micro_batch"] = run_steps(model, cfg, classes=CLASSES)
+        out["capped_reserved_bytes"] = held.reserved_bytes
+    except (torch.OutOfMemoryError, BudgetError) as e:
+        out["capped_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return out
 
 
 def _in_child(call: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
@@ -266,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
     report["matrix"] = rows
     report["matrix_errors"] = _errors(rows)
+    if not args.dry_run:
+        capped = [r for r in rows if "capped_budget_bytes" in r]
+        report["capped"] = {
+            "runs": len(capped),
+            "at_the_planned_micro_batch": sum(r["capped_micro_batch"] == r["batch"] for r in capped),
+            "not": [{k: r.get(k) for k in ("model", "precision", "trainable", "batch",
+                                            "checkpointing", "capped_micro_batch", "capped_error")}
+                    for r in capped if r["capped_micro_batch"] != r["batch"]]}
     if not args.dry_run:
         with tempfile.TemporaryDirectory() as tmp:
             report["budget_run"] = budget_run(Path(tmp))

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -80,3 +80,48 @@ def test_a_model_timm_has_redefined_since_the_benchmark_is_not_simulated() -> No
     pa._same_network(model, [{"param_count_m": 1.0}])
     with pytest.raises(ValueError, match="not the network that ran"):
         pa._same_network(model, [{"param_count_m": 1.5}])
+
+
+def _gpu_truth(monkeypatch: pytest.MonkeyPatch, predicted: int) -> ModuleType:
+    """gpu_truth with the device stood in for by the CPU's virtual budget."""
+    from snugtune.memory.guard import VirtualDeviceBudget
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        gt = importlib.import_module("gpu_truth")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    class Held(VirtualDeviceBudget):
+        reserved_bytes = 0
+
+    monkeypatch.setattr(gt, "predict", lambda *a: {"predicted_bytes": predicted})
+    monkeypatch.setattr(gt, "probe", lambda dev: SimpleNamespace(profile=lambda: None))
+    monkeypatch.setattr(gt, "_process_context", lambda dev: 0)
+    monkeypatch.setattr(gt, "CudaBudget", lambda budget, dev, context_bytes: Held(budget))
+    return gt
+
+
+def test_gpu_truth_capped_run_reports_where_the_step_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    from snugtune.memory.guard import VirtualDeviceBudget
+    from snugtune.memory.simulator import StepConfig, run_steps
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(16, 5))
+
+    cfg, c, cpu = StepConfig(batch=16, res=32, device="cpu", eval_step=False), {"batch": 16}, \
+        torch.device("cpu")
+    with VirtualDeviceBudget(None) as free:
+        run_steps(model(), cfg, classes=5)
+    plenty = _gpu_truth(monkeypatch, 2 * free.peak_bytes)
+    assert plenty._capped(model(), "m", c, cfg, cpu) == {
+        "capped_budget_bytes": int(2 * free.peak_bytes / (1 - plenty.SAFETY_MARGIN)),
+        "capped_micro_batch": 16, "capped_error": None, "capped_reserved_bytes": 0}
+    tight = _gpu_truth(monkeypatch, free.peak_bytes // 3)._capped(model(), "m", c, cfg, cpu)
+    assert tight["capped_error"] is None and tight["capped_micro_batch"] < 16  # it halved
+    none = _gpu_truth(monkeypatch, 1000)._capped(model(), "m", c, cfg, cpu)  # not even the weights
+    assert none["capped_micro_batch"] is None and none["capped_error"].startswith("BudgetError")

@@ -143,11 +143,13 @@ def run_steps(
     *,
     tracker: MemoryTracker | None = None,
     classes: int | None = None,
-) -> None:
+) -> int:
     """Run the trainer's step ``cfg.steps`` times and its evaluation once, on whatever tensors
     ``model`` holds (fakes in :func:`simulate`; real ones to measure), watched by ``tracker``.
 
-    The model must already be configured (trainable set, checkpointing).
+    The model must already be configured (trainable set, checkpointing). Returns the smallest
+    micro-batch the steps ended at: ``cfg.batch`` unless an out-of-memory error was recovered
+    by halving it (on a capped device).
     """
     cuda = cfg.device == "cuda"
     param = next(model.parameters())
@@ -161,24 +163,28 @@ def run_steps(
     groups = param_groups(head_of(model), blocks_of(model), model, phase)
     optimizer = build_optimizer(groups, phase, cfg.device)
     watch = _Watch(tracker, optimizer, cuda) if tracker is not None else None
+    smallest = cfg.batch
     with watch.hooks(model) if watch else nullcontext(), _semantics(cfg):
         if watch:
             watch.mark("train")
         for step in range(cfg.steps):
             model.train()
             x, y = _batch(cfg.batch * min(cfg.accumulation, 2), cfg, host, ctx.num_classes, watch)
-            train_step(model, optimizer, x, y, ctx, MicroBatch(cfg.batch), step=step)
+            micro = train_step(model, optimizer, x, y, ctx, MicroBatch(cfg.batch), step=step)[1]
+            smallest = min(smallest, micro.size)
             del x, y
         if watch:
             watch.mark("eval")
         if cfg.eval_step:
             x, y = _batch(cfg.batch, cfg, host, ctx.num_classes, watch)
-            evaluate(model, [(x, y)], ctx, MicroBatch(cfg.batch))
+            micro = evaluate(model, [(x, y)], ctx, MicroBatch(cfg.batch))[-1]
+            smallest = min(smallest, micro.size)
             del x, y
             if watch:
                 watch.mark("eval.done")
         if watch:
             watch.mark("end")
+    return smallest
 
 
 def _output_width(model: nn.Module) -> int | None:

@@ -169,3 +169,18 @@ def test_the_simulated_step_is_the_trainers(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls["accumulate"] == 2  # two optimizer steps, each over its micro-batches
     (opt,) = calls["optimizers"]
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+
+
+def test_run_steps_returns_the_micro_batch_it_ended_at():
+    from snugtune.memory.guard import VirtualDeviceBudget
+
+    cfg = StepConfig(batch=16, res=24, device="cpu", eval_step=False)
+    with VirtualDeviceBudget(None) as free:
+        assert run_steps(tiny_cnn(), cfg, classes=5) == 16
+    with VirtualDeviceBudget(None) as small:
+        assert run_steps(tiny_cnn(), replace(cfg, batch=2), classes=5) == 2
+    # room for micro-batch 2 but not 16: the step halves and says where it ended
+    budget = (small.peak_bytes + free.peak_bytes) // 2
+    with VirtualDeviceBudget(budget):
+        ended = run_steps(tiny_cnn(), cfg, classes=5)
+    assert 2 <= ended < 16
