@@ -100,8 +100,13 @@ def child_context() -> dict[str, Any]:
     return {**info.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def child_matrix(model_name: str, precision: str) -> list[dict[str, Any]]:
-    """Run in a fresh process: the measured peaks of one model at one precision."""
+def _key(c: dict[str, Any]) -> str:
+    return f"{c['trainable']}/{c['batch']}/{c['checkpointing']}"
+
+
+def child_matrix(model_name: str, precision: str, predicted: dict[str, int]) -> list[dict[str, Any]]:
+    """Run in a fresh process: the measured peaks of one model at one precision, each also
+    under the budget its ``predicted`` peak (by :func:`_key`) would get from a plan."""
     dev = torch.device("cuda", 0)
     context_start = _process_context(dev)
     rows = []
@@ -130,21 +135,20 @@ def child_matrix(model_name: str, precision: str) -> list[dict[str, Any]]:
         rows.append({**c, "model": model_name, "measured_reserved_bytes": reserved,
                      "measured_allocated_bytes": allocated, "context_after_bytes": context,
                      "measured_bytes": reserved + context, "seconds": round(time.perf_counter() - t0, 2),
-                     "error": error, **_capped(model, model_name, c, cfg, dev)})
+                     "error": error, **_capped(model, cfg, dev, predicted[_key(c)])})
         del model
         torch.cuda.empty_cache()
     return [{**r, "context_start_bytes": context_start} for r in rows]
 
 
-def _capped(model: torch.nn.Module, model_name: str, c: dict[str, Any], cfg: StepConfig,
-            dev: torch.device) -> dict[str, Any]:
+def _capped(model: torch.nn.Module, cfg: StepConfig, dev: torch.device,
+            predicted: int) -> dict[str, Any]:
     """The same step again under the budget a plan would give it (the prediction over
     ``1 - SAFETY_MARGIN``), held as training holds it (``CudaBudget``: the allocator capped at
     the budget less this process's context). An empty card lets cuDNN take large workspaces
     (``memory/backends.py``); under the cap the step must still run at its micro-batch."""
     torch.cuda.empty_cache()
-    budget = int(predict(model_name, c, probe(dev).profile())["predicted_bytes"]
-                 / (1 - SAFETY_MARGIN))
+    budget = int(predicted / (1 - SAFETY_MARGIN))
     out: dict[str, Any] = {"capped_budget_bytes": budget, "capped_micro_batch": None,
                            "capped_error": None}
     try:
@@ -283,15 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for precision in ("fp32", low):
-            measured = [] if args.dry_run else _in_child(f"child_matrix({model!r}, {precision!r})")
+            mine = [{"model": model, **c, **predict(model, c, gpu)}
+                    for c in configs(low) if c["precision"] == precision]
+            predicted = {_key(r): r["predicted_bytes"] for r in mine}
+            measured = [] if args.dry_run else _in_child(
+                f"child_matrix({model!r}, {precision!r}, {predicted!r})")
             if isinstance(measured, dict):  # the child failed: say so, keep going
                 report.setdefault("failures", []).append({model: measured})
                 measured = []
-            by_key = {(m["trainable"], m["batch"], m["checkpointing"]): m for m in measured}
-            for c in [c for c in configs(low) if c["precision"] == precision]:
-                row = {"model": model, **c, **predict(model, c, gpu)}
-                row.update(by_key.get((c["trainable"], c["batch"], c["checkpointing"]), {}))
-                rows.append(row)
+            by_key = {_key(m): m for m in measured}
+            rows += [{**r, **by_key.get(_key(r), {})} for r in mine]
     report["matrix"] = rows
     report["matrix_errors"] = _errors(rows)
     if not args.dry_run:

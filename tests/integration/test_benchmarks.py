@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import pytest
 import torch
@@ -82,7 +82,7 @@ def test_a_model_timm_has_redefined_since_the_benchmark_is_not_simulated() -> No
         pa._same_network(model, [{"param_count_m": 1.5}])
 
 
-def _gpu_truth(monkeypatch: pytest.MonkeyPatch, predicted: int) -> ModuleType:
+def _gpu_truth(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """gpu_truth with the device stood in for by the CPU's virtual budget."""
     from snugtune.memory.guard import VirtualDeviceBudget
 
@@ -95,8 +95,6 @@ def _gpu_truth(monkeypatch: pytest.MonkeyPatch, predicted: int) -> ModuleType:
     class Held(VirtualDeviceBudget):
         reserved_bytes = 0
 
-    monkeypatch.setattr(gt, "predict", lambda *a: {"predicted_bytes": predicted})
-    monkeypatch.setattr(gt, "probe", lambda dev: SimpleNamespace(profile=lambda: None))
     monkeypatch.setattr(gt, "_process_context", lambda dev: 0)
     monkeypatch.setattr(gt, "CudaBudget", lambda budget, dev, context_bytes: Held(budget))
     return gt
@@ -113,15 +111,14 @@ def test_gpu_truth_capped_run_reports_where_the_step_ended(monkeypatch: pytest.M
                                    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                    torch.nn.Linear(16, 5))
 
-    cfg, c, cpu = StepConfig(batch=16, res=32, device="cpu", eval_step=False), {"batch": 16}, \
-        torch.device("cpu")
+    cfg, cpu = StepConfig(batch=16, res=32, device="cpu", eval_step=False), torch.device("cpu")
     with VirtualDeviceBudget(None) as free:
         run_steps(model(), cfg, classes=5)
-    plenty = _gpu_truth(monkeypatch, 2 * free.peak_bytes)
-    assert plenty._capped(model(), "m", c, cfg, cpu) == {
-        "capped_budget_bytes": int(2 * free.peak_bytes / (1 - plenty.SAFETY_MARGIN)),
+    gt = _gpu_truth(monkeypatch)
+    assert gt._capped(model(), cfg, cpu, 2 * free.peak_bytes) == {
+        "capped_budget_bytes": int(2 * free.peak_bytes / (1 - gt.SAFETY_MARGIN)),
         "capped_micro_batch": 16, "capped_error": None, "capped_reserved_bytes": 0}
-    tight = _gpu_truth(monkeypatch, free.peak_bytes // 3)._capped(model(), "m", c, cfg, cpu)
+    tight = gt._capped(model(), cfg, cpu, free.peak_bytes // 3)
     assert tight["capped_error"] is None and tight["capped_micro_batch"] < 16  # it halved
-    none = _gpu_truth(monkeypatch, 1000)._capped(model(), "m", c, cfg, cpu)  # not even the weights
+    none = gt._capped(model(), cfg, cpu, 1000)  # not even the weights
     assert none["capped_micro_batch"] is None and none["capped_error"].startswith("BudgetError")
