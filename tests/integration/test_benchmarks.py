@@ -14,6 +14,9 @@ from types import ModuleType
 import pytest
 import torch
 
+from snugtune.memory.guard import VirtualDeviceBudget
+from snugtune.memory.simulator import StepConfig, run_steps
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,16 +44,17 @@ def test_gpu_truth_dry_run_predicts_the_matrix(tmp_path: Path) -> None:
     assert rows[("fp32", "head", 64, False)]["predicted_bytes"] < full
 
 
-def _planner_accuracy() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling _machine
+def _benchmark(name: str) -> ModuleType:
+    """A benchmark script as a module (the scripts import their siblings, e.g. _machine)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        return importlib.import_module("planner_accuracy")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def test_a_reading_above_a_larger_batch_less_its_tensors_growth_is_set_apart() -> None:
-    pa = _planner_accuracy()
+    pa = _benchmark("planner_accuracy")
     gib = 1024**3
     naive = {8: 4 * gib, 16: 7 * gib, 32: 14 * gib, 64: 27 * gib}  # the source's tensor count
     # dm_nfnet_f2's A100 readings (GiB): 16 and 32 hold ~8 GiB more than 8 and 64 allow
@@ -63,7 +67,7 @@ def test_a_reading_above_a_larger_batch_less_its_tensors_growth_is_set_apart() -
 
 
 def test_a_failure_that_ran_in_the_other_layout_is_not_a_known_failure() -> None:
-    pa = _planner_accuracy()
+    pa = _benchmark("planner_accuracy")
     nchw = {"layout": "nchw", "res": 256, "fits": 96, "fails": 128}
     nhwc = {"layout": "nhwc", "res": 256, "fits": 128, "fails": 192}
     assert pa._ran_in_other_layout(nchw, [nchw, nhwc])
@@ -75,7 +79,7 @@ def test_a_failure_that_ran_in_the_other_layout_is_not_a_known_failure() -> None
 
 
 def test_a_model_timm_has_redefined_since_the_benchmark_is_not_simulated() -> None:
-    pa = _planner_accuracy()
+    pa = _benchmark("planner_accuracy")
     model = torch.nn.Linear(1000, 1000)  # 1.001 M parameters
     pa._same_network(model, [{"param_count_m": 1.0}])
     with pytest.raises(ValueError, match="not the network that ran"):
@@ -84,13 +88,7 @@ def test_a_model_timm_has_redefined_since_the_benchmark_is_not_simulated() -> No
 
 def _gpu_truth(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """gpu_truth with the device stood in for by the CPU's virtual budget."""
-    from snugtune.memory.guard import VirtualDeviceBudget
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        gt = importlib.import_module("gpu_truth")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    gt = _benchmark("gpu_truth")
 
     class Held(VirtualDeviceBudget):
         reserved_bytes = 0
@@ -101,9 +99,6 @@ def _gpu_truth(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_gpu_truth_capped_run_reports_where_the_step_ended(monkeypatch: pytest.MonkeyPatch) -> None:
-    from snugtune.memory.guard import VirtualDeviceBudget
-    from snugtune.memory.simulator import StepConfig, run_steps
-
     def model() -> torch.nn.Module:
         torch.manual_seed(0)
         return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from snugtune.memory.guard import VirtualDeviceBudget
 from snugtune.memory.modules import configured
 from snugtune.memory.simulator import StepConfig, run_steps, simulate
 from snugtune.memory.trace import Category, at_batch
@@ -172,8 +173,6 @@ def test_the_simulated_step_is_the_trainers(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_run_steps_returns_the_micro_batch_it_ended_at():
-    from snugtune.memory.guard import VirtualDeviceBudget
-
     cfg = StepConfig(batch=16, res=24, device="cpu", eval_step=False)
     with VirtualDeviceBudget(None) as free:
         assert run_steps(tiny_cnn(), cfg, classes=5) == 16
