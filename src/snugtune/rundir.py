@@ -4,7 +4,7 @@
 
     RUN/
       config.yaml            resolved settings                     write_config / read_config
-      scan.json              per-file scan results (a cache)       scan
+      scan.json              what the scan found (record of the run) scan
       split.json             the train/validation file lists       write_split / read_split
       plan.json              the memory plan of every phase        write_json / read_json
       metrics.csv, .json     one row per epoch                     (report.MetricsLog)
@@ -16,7 +16,6 @@
       hardest_val.png        the validation images of highest loss (report.plots)
       report.md, report.html                                       (report)
       checkpoints/           last.pt, prev.pt                      (recipe.checkpoint)
-      feature_cache/         cached backbone features              (recipe.cache)
       export/                model.onnx, model.pt2, ... + cards    (export)
       .lock                  held by the one process training here
 
@@ -224,7 +223,6 @@ class RunDir:
         self.report_md = self.path / "report.md"
         self.report_html = self.path / "report.html"
         self.checkpoints = self.path / "checkpoints"
-        self.feature_cache = self.path / "feature_cache"
         self.exports = self.path / "export"
         self.lock_file = self.path / ".lock"
 

@@ -26,8 +26,8 @@ POINT is one of:
 ``saved:N``
     right after the N-th checkpoint became ``last.pt``: between two epochs (or phases).
 ``fill``
-    inside the feature-cache fill: the first appended rows are on disk (fsynced), the
-    index that would name them is not written yet.
+    inside the feature-cache fill: the first appended records are on disk (fsynced), the
+    data index has not committed them yet.
 ``outputs``
     halfway through writing the final weights (after the last checkpoint).
 """
@@ -78,16 +78,16 @@ def _counter(n: int) -> Callable[[], bool]:
 
 
 def _at_scan(n: int, freeze: Callable[[], None]) -> None:
-    scan = importlib.import_module("snugtune.data.scan")
+    check = importlib.import_module("snugtune.data.check")
 
-    original, hit = scan.decode_image, _counter(n)
+    original, hit = check.decode_image, _counter(n)
 
     def decode_image(*a: Any, **k: Any) -> Any:
         if hit():
             freeze()
         return original(*a, **k)
 
-    scan.decode_image = decode_image  # type: ignore[assignment]
+    check.decode_image = decode_image  # type: ignore[assignment]
 
 
 def _at_step(n: int, freeze: Callable[[], None]) -> None:
@@ -149,15 +149,16 @@ def _at_checkpoint(kind: str, n: int, freeze: Callable[[], None]) -> None:
 
 
 def _at_fill(freeze: Callable[[], None]) -> None:
-    cache = importlib.import_module("snugtune.recipe.cache")
-    original = cache.write_json
+    index = importlib.import_module("snugtune.store.index")
+    original = index.DataIndex.add_records
 
-    def write_json(path: Path, obj: Any, **kw: Any) -> Path:
-        if Path(path).name == "index.json":
+    def add_records(self: Any, key: str, *a: Any, **k: Any) -> None:
+        store = self.store(key)
+        if store is not None and store.kind == "features":
             freeze()
-        return original(path, obj, **kw)
+        original(self, key, *a, **k)
 
-    cache.write_json = write_json
+    index.DataIndex.add_records = add_records
 
 
 def _at_outputs(freeze: Callable[[], None]) -> None:

@@ -31,6 +31,7 @@ from snugtune.config import build_config, config_to_dict
 from snugtune.data import make_image_folder
 from snugtune.errors import CheckpointError
 from snugtune.rundir import RunDir
+from snugtune.store import CacheHome, DataIndex
 
 from .conftest import FAST
 
@@ -150,7 +151,7 @@ def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
-    data: Path, tmp_path: Path, straight: Path
+    data: Path, tmp_path: Path, straight: Path, cache_dir: Path
 ) -> None:
     """One run killed seven times, each at an exact point (see ``_interruptible.py``)."""
     run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
@@ -161,14 +162,16 @@ def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
     assert RunDir(run).config.exists() and not files(ckpts)
 
     # 1b. --resume without a checkpoint starts over from the saved config. Killed inside the
-    #     head phase's feature-cache fill: its rows are on disk, the index naming them is not.
+    #     head phase's feature-cache fill: its records are on disk, the index has none.
     kill_at("fill", logs, *resume)
-    (store,) = (run / "feature_cache").iterdir()
-    assert (store / "features.f16").stat().st_size > 0 and not (store / "index.json").exists()
+    (store,) = (cache_dir / "features").glob("*.bin")
+    with DataIndex.open(CacheHome(cache_dir)) as index:
+        (row,) = [r for r in index.stores() if r.kind == "features"]
+    assert store.stat().st_size > 0 and (row.end_bytes, row.records) == (0, 0)
     assert not files(ckpts)
 
-    # 2. The fill starts over (the unindexed rows are dropped). Killed between epochs: head
-    #    epoch 1 checkpointed, epoch 2 not started.
+    # 2. The fill starts over (the uncommitted bytes are overwritten). Killed between epochs:
+    #    head epoch 1 checkpointed, epoch 2 not started.
     kill_at("saved:1", logs, *resume)
     assert progress(ckpts / "last.pt") == (0, 1) and rows(run) == 1
 

@@ -157,6 +157,13 @@ def test_a_time_budget_too_small_for_one_epoch_is_refused_up_front(tiny_data: Pa
     assert not RunDir(tmp_path / "run").checkpoints.exists()
 
 
+def _sides(run: Path, copied: Path) -> set[str]:
+    """The sides of the split the copies of ``copied`` landed on."""
+    split = json.loads(RunDir(run).split.read_text())
+    return {side for side, rows in split.items() for path, _ in rows
+            if Path(path).parent.name == "class_2" and Path(path).read_bytes() == copied.read_bytes()}
+
+
 def test_the_report_lists_copies_across_the_split_and_the_hardest_images(
         tiny_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -164,17 +171,22 @@ def test_the_report_lists_copies_across_the_split_and_the_hardest_images(
     first = sorted((data / "class_0").iterdir())[0]
     shutil.copy(first, data / "class_1" / "stray.png")  # one picture in two classes
     copied = sorted((data / "class_2").iterdir())[0]
-    for i in range(6):  # seven copies in one class: the seeded split puts them on both sides
+    for i in range(6):  # seven copies in one class: the plain split puts them on both sides
         shutil.copy(copied, data / "class_2" / f"copy_{i}.png")
-    run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), *FAST, "--epochs", "1"]) == 0
-    rd = RunDir(run)
-    split = json.loads(rd.split.read_text())
-    sides = {side for side, rows in split.items() for path, _ in rows
-             if Path(path).parent.name == "class_2" and Path(path).read_bytes() == copied.read_bytes()}
-    assert sides == {"train", "val"}  # the test's premise
+    plain = tmp_path / "plain"
+    assert main(["train", str(data), "--out", str(plain), *FAST, "--epochs", "1",
+                 "--no-group-split"]) == 0
+    assert _sides(plain, copied) == {"train", "val"}  # the test's premise
+    rd = RunDir(plain)
     report = rd.report_md.read_text()
     assert "## Data doctor" in report
     assert "| conflicting labels | 1 | 1 |" in report and "| leakage | 1 | 6 |" in report
     assert f"class_1{os.sep}stray.png (class_1, " in report  # named under the data folder
     assert rd.hardest_val.is_file() and "![validation images with the highest loss]" in report
+
+    run = tmp_path / "run"  # the default split keeps each group of copies on one side
+    assert main(["train", str(data), "--out", str(run), *FAST, "--epochs", "1"]) == 0
+    assert len(_sides(run, copied)) == 1
+    report = RunDir(run).report_md.read_text()
+    assert "| leakage | 0 | 0 |" in report and "| conflicting labels | 1 | 1 |" in report
+    assert "kept 2 groups of copies on one side" in report

@@ -26,7 +26,7 @@ LAYERS = [
     {"planner", "report"},
     {"memory", "models", "data"},
     {"step"},
-    {"rundir", "results", "config", "errors", "units", "_version"},
+    {"rundir", "store", "results", "config", "errors", "units", "_version"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -23,6 +23,7 @@ from snugtune.cli.parser import (
     INFERENCE_FIELDS,
     PHASE_FIELDS,
     RUN_FIELDS,
+    CacheOptions,
     CalibrateOptions,
     DemoOptions,
     ExportOptions,
@@ -50,9 +51,11 @@ from snugtune.memory import build_model, estimate_memory, probe, resolve_gpu, sa
 from snugtune.planner import auto_precision
 from snugtune.rundir import RunDir
 from snugtune.step import plan_device
-from snugtune.units import parse_bytes
+from snugtune.store import CacheHome, cache_usage, clear_cache
+from snugtune.units import format_bytes, parse_bytes
 
-__all__ = ["calibrate", "demo", "evaluate", "export", "memory", "plan", "predict", "train"]
+__all__ = ["cache", "calibrate", "demo", "evaluate", "export", "memory", "plan", "predict",
+           "train"]
 
 
 def run_config(args: argparse.Namespace, data: str, out: str | None = None) -> TrainConfig:
@@ -167,7 +170,8 @@ def lr_find(args: argparse.Namespace) -> int:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(data=args.data, **given(args, ("val_split", "seed", "workers")))
+    cfg = TrainConfig(data=args.data, **given(args, ("val_split", "group_split", "seed", "workers",
+                                                     "cache_dir")))
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems)
@@ -177,6 +181,23 @@ def doctor(args: argparse.Namespace) -> int:
                      "converted": [vars(i) for i in scan.converted]})
         return 0
     render.doctor(found, scan)
+    return 0
+
+
+def cache(args: argparse.Namespace) -> int:
+    home = CacheHome.at(args.cache_dir)
+    if options(args, CacheOptions).clear:
+        freed = clear_cache(home)
+        if _json(args):
+            _print_json({"path": str(home.path), "cleared": True, "freed_bytes": freed})
+        else:
+            print(f"cleared {home.path}: {format_bytes(freed)} freed")
+        return 0
+    usage = cache_usage(home)
+    if _json(args):
+        _print_json(usage.to_dict())
+        return 0
+    render.cache(usage)
     return 0
 
 

@@ -89,6 +89,15 @@ class CalibrateOptions:
 
 
 @dataclass(frozen=True)
+class CacheOptions:
+    """Options of ``cache``."""
+
+    clear: bool = False
+    """Delete the data index and every cached image and feature (they are made again from the
+    image files when needed; do it while no snugtune command runs)."""
+
+
+@dataclass(frozen=True)
 class PredictOptions:
     """Options of ``predict``."""
 
@@ -231,7 +240,7 @@ def _doctor(sub: argparse._SubParsersAction) -> None:
                     "class, across classes (conflicting labels) and across the train/validation "
                     "split (leakage), and every file that cannot be used.")
     p.add_argument("data", help=field_help(TrainConfig)["data"])
-    add_fields(p, TrainConfig, ("val_split", "seed", "workers"))
+    add_fields(p, TrainConfig, ("val_split", "group_split", "seed", "workers", "cache_dir"))
     add_fields(p, Output, ["json"])
 
 
@@ -246,6 +255,18 @@ def _calibrate(sub: argparse._SubParsersAction) -> None:
     add_fields(p, Output, ["json"])
 
 
+def _cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache", help="show what the shared cache holds (data index, images, features), or clear it",
+        description="The cache folder every command and run shares: the data index (each file's "
+                    "scan, by path and identity), the images decoded once per resolution and "
+                    "the frozen backbones' features; where it is, how big each part is, and "
+                    "--clear to delete it.")
+    add_fields(p, TrainConfig, ("cache_dir",))
+    add_fields(p, CacheOptions, _names(CacheOptions))
+    add_fields(p, Output, ["json"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``snugtune`` parser with every command."""
     parser = argparse.ArgumentParser(
@@ -254,6 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train, _plan, _doctor, _lr_find, _memory, _evaluate, _predict, _export,
-                _calibrate, _demo):
+                _calibrate, _cache, _demo):
         add(sub)
     return parser

@@ -6,6 +6,8 @@ many settings it has; headers are short words that are never cut.
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.table import Table
 
@@ -13,10 +15,11 @@ from snugtune.data import ScanResult
 from snugtune.data.doctor import PROBLEMS, DataDoctor
 from snugtune.memory import DeviceInfo, MemoryReport
 from snugtune.planner import Plan
-from snugtune.report import ClassificationReport
+from snugtune.report import ClassificationReport, split_note
+from snugtune.store import CacheUsage, StoreUsage
 from snugtune.units import format_bytes
 
-__all__ = ["calibration", "doctor", "evaluation", "memory", "plan"]
+__all__ = ["cache", "calibration", "doctor", "evaluation", "memory", "plan"]
 
 _EXAMPLES = 5  # groups of copies shown per problem
 
@@ -58,8 +61,37 @@ def doctor(found: DataDoctor, scan: ScanResult, console: Console | None = None) 
         for g in groups[:_EXAMPLES]:
             console.print(f"  {g.kind}: " + ", ".join(f"{p} ({c}, {s})" for p, c, s in g.files),
                           soft_wrap=True)
+    console.print(split_note(found), soft_wrap=True)
     for reason, n in scan.reason_counts()["skipped"].items():
         console.print(f"skipped: {n:,} {reason}")
+
+
+def cache(usage: CacheUsage, console: Console | None = None) -> None:
+    """Where the cache is, its parts' sizes, then each store."""
+    console = console or _console()
+    b = usage.bytes
+    console.print(f"{usage.path}: {format_bytes(usage.total_bytes)} (data index "
+                  f"{format_bytes(b.get('index', 0))} for {usage.files:,} files checked; decoded "
+                  f"images {format_bytes(b.get('images', 0))}; features "
+                  f"{format_bytes(b.get('features', 0))})", soft_wrap=True)
+    if not usage.stores:
+        return
+    table = Table()
+    for name, right in (("kind", False), ("store", False), ("records", True), ("size", True),
+                        ("last used", False), ("holds", False)):
+        table.add_column(name, justify="right" if right else "left")
+    for s in usage.stores:
+        table.add_row(s.kind, s.key[:12], f"{s.records:,}", format_bytes(s.bytes),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(s.used)), _holds(s))
+    console.print(table)
+    console.print("snugtune cache --clear deletes it all (made again when needed)")
+
+
+def _holds(s: StoreUsage) -> str:
+    spec = s.spec
+    if s.kind == "images":
+        return f"images, sides at most {spec.get('side')} px"
+    return f"{spec.get('backbone')} at {spec.get('resolution')} px, {spec.get('compute')}"
 
 
 def plan(p: Plan, console: Console | None = None) -> None:

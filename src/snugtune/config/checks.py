@@ -72,8 +72,10 @@ def validate(cfg: TrainConfig) -> list[str]:
     names = [ph.name for ph in cfg.phases]
     _check(p, len(set(map(str, names))) == len(names),
            f"phases: names must be unique, got {names}; rename one")
-    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress", "pre_logits"),
-                            flag_name))
+    p.extend(_bool_problems(cfg, ("deterministic", "feature_cache", "progress", "pre_logits",
+                                  "group_split"), flag_name))
+    _check(p, cfg.cache_dir is None or (isinstance(cfg.cache_dir, str) and cfg.cache_dir != ""),
+           f"--cache-dir: {cfg.cache_dir!r} must be a folder path or omitted")
     p.extend(_validate_augment(cfg.augment))
     for ph in cfg.phases:
         p.extend(validate_phase(ph))

@@ -177,6 +177,10 @@ class TrainConfig:
     """Effective batch size (kept by gradient accumulation whatever the micro-batch)."""
     val_split: float = 0.2
     """Share of each class held out for validation."""
+    group_split: bool = True
+    """Keep every group of copies of one picture (the data doctor's: identical files, or the
+    same picture re-encoded) on one side of the train/validation split, so that validation
+    never scores a picture the model trained on; off: the plain stratified split."""
     seed: int = 0
     """Seed of the split, the shuffles, the augmentation and the new head."""
     workers: int | None = None
@@ -212,6 +216,9 @@ class TrainConfig:
     """Deterministic algorithms: on the CPU a resumed run is bit-identical."""
     feature_cache: bool = True
     """Cache the frozen backbone's features for head-only phases."""
+    cache_dir: str | None = field(default=None, metadata={"metavar": "DIR"})
+    """Folder of the data index and the decoded-image and feature caches that every command
+    and run shares (default: $SNUGTUNE_CACHE_DIR, else ~/.cache/snugtune)."""
     progress: bool = True
     """Draw progress bars."""
 

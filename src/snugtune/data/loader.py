@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from snugtune.data.decoded import DecodedImages
 from snugtune.data.images import load_image
 from snugtune.data.results import Sample
 from snugtune.step import derive_seed
@@ -34,13 +35,15 @@ PREFETCH_FACTOR = 2  # batches in flight per worker (each holds a full float32 b
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Map-style dataset: item ``i`` is ``(transform(load_image(path)), label)``.
+    """Map-style dataset: item ``i`` is ``(transform(image), label)``, the image read from the
+    decoded-image store when it holds it, else decoded from its file (``load_image``).
 
     Args:
         samples: images to serve, e.g. from ``scan_folder`` / ``split_samples``.
         transform: PIL RGB image -> tensor (3, H, W), e.g. from ``build_transforms``.
         draft_size: passed to ``load_image``: JPEGs decode at a reduced scale whose sides are
             at least this many pixels (set it to the model's input size).
+        decoded: the samples' stored images (``ImageStore.view(samples)``), or None.
     """
 
     def __init__(
@@ -49,10 +52,14 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         transform: Callable[[Image.Image], torch.Tensor],
         *,
         draft_size: int | None = None,
+        decoded: DecodedImages | None = None,
     ) -> None:
         self.samples = tuple(samples)
         self.transform = transform
         self.draft_size = draft_size
+        if decoded is not None and len(decoded) != len(self.samples):
+            raise ValueError(f"{len(decoded)} stored images for {len(self.samples)} samples")
+        self.decoded = decoded
 
     @property
     def labels(self) -> tuple[int, ...]:
@@ -64,7 +71,9 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        image = load_image(sample.path, draft_size=self.draft_size)
+        image = self.decoded.get(index) if self.decoded is not None else None
+        if image is None:
+            image = load_image(sample.path, draft_size=self.draft_size)
         return self.transform(image), sample.label
 
 

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DataBundle", "FileIssue", "Sample", "ScanResult"]
+import numpy as np
+
+__all__ = ["Copies", "DataBundle", "FileIssue", "Sample", "ScanResult"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One usable image.
 
     Attributes:
         path: absolute path of the file (symlinks are kept as the user named them).
         label: index into ``ScanResult.classes``.
+        sha256: SHA-256 digest of the file's bytes when the scan checked it (32 bytes; b""
+            when not known, e.g. files named to ``predict``): the key of its cached records.
+        phash: perceptual hash of its pixels (``imagehash.phash``, 64 bits; 0 when not
+            known): near copies are found from it (``data.doctor``).
     """
 
     path: str
     label: int
+    sha256: bytes = field(default=b"", repr=False)
+    phash: int = field(default=0, repr=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,6 @@ class ScanResult:
         converted: usable files whose pixels were converted (mode, bit depth, alpha,
             EXIF orientation, first frame of several), with what was done.
         median_size: median (width, height) of the usable images, upright, full size.
-        fingerprints: path -> (SHA-256 of the bytes, perceptual hash) of every usable image.
     """
 
     root: str
@@ -62,7 +69,6 @@ class ScanResult:
     skipped: tuple[FileIssue, ...]
     converted: tuple[FileIssue, ...]
     median_size: tuple[int, int]
-    fingerprints: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def class_counts(self) -> dict[str, int]:
         """Number of images per class in ``samples`` (every class listed, in label order)."""
@@ -87,13 +93,10 @@ class ScanResult:
             "class_counts": self.class_counts(),
             "val_class_counts": self.val_class_counts(),
             "median_size": list(self.median_size),
-            "samples": [[s.path, s.label] for s in self.samples],
-            "val_samples": None
-            if self.val_samples is None
-            else [[s.path, s.label] for s in self.val_samples],
+            "samples": [_row(s) for s in self.samples],
+            "val_samples": None if self.val_samples is None else [_row(s) for s in self.val_samples],
             "skipped": [{"path": i.path, "reason": i.reason} for i in self.skipped],
             "converted": [{"path": i.path, "reason": i.reason} for i in self.converted],
-            "fingerprints": {p: list(f) for p, f in self.fingerprints.items()},
         }
 
     @classmethod
@@ -103,13 +106,22 @@ class ScanResult:
         return cls(
             root=d["root"],
             classes=tuple(d["classes"]),
-            samples=tuple(Sample(p, int(lbl)) for p, lbl in d["samples"]),
-            val_samples=None if val is None else tuple(Sample(p, int(lbl)) for p, lbl in val),
+            samples=tuple(_sample(r) for r in d["samples"]),
+            val_samples=None if val is None else tuple(_sample(r) for r in val),
             skipped=tuple(FileIssue(i["path"], i["reason"]) for i in d["skipped"]),
             converted=tuple(FileIssue(i["path"], i["reason"]) for i in d["converted"]),
             median_size=(int(d["median_size"][0]), int(d["median_size"][1])),
-            fingerprints={p: (str(f[0]), str(f[1])) for p, f in d.get("fingerprints", {}).items()},
         )
+
+
+def _row(s: Sample) -> list[Any]:
+    """A sample as JSON: [path, label, sha256 hex, phash hex]."""
+    return [s.path, s.label, s.sha256.hex(), f"{s.phash:016x}"]
+
+
+def _sample(row: list[Any]) -> Sample:
+    sha, phash = (row[2], row[3]) if len(row) >= 4 else ("", "0")
+    return Sample(str(row[0]), int(row[1]), bytes.fromhex(sha), int(phash, 16))
 
 
 def _counts(classes: tuple[str, ...], samples: tuple[Sample, ...]) -> dict[str, int]:
@@ -118,12 +130,47 @@ def _counts(classes: tuple[str, ...], samples: tuple[Sample, ...]) -> dict[str, 
 
 
 @dataclass(frozen=True)
+class Copies:
+    """Groups of copies of one picture among N samples (``data.doctor.find_copies``): each
+    group's kind (``exact`` or ``near``) and its members' positions."""
+
+    kinds: tuple[str, ...] = ()
+    members: tuple[tuple[int, ...], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def group_of(self, n: int) -> np.ndarray:
+        """(n,) int64: the group of each of the first ``n`` samples, -1 for none."""
+        out = np.full(n, -1, dtype=np.int64)
+        for g, idx in enumerate(self.members):
+            out[[i for i in idx if i < n]] = g
+        return out
+
+    def moved(self, old: Sequence[Sample], new: Sequence[Sample]) -> Copies:
+        """The same groups as positions in ``new`` (the same samples, reordered: members
+        that ``new`` lacks are dropped, and groups left with one member)."""
+        wanted = {old[i].path: None for idx in self.members for i in idx}
+        where = {s.path: k for k, s in enumerate(new) if s.path in wanted}
+        kinds, members = [], []
+        for kind, idx in zip(self.kinds, self.members, strict=True):
+            moved = tuple(sorted(where[old[i].path] for i in idx if old[i].path in where))
+            if len(moved) > 1:
+                kinds.append(kind)
+                members.append(moved)
+        return Copies(tuple(kinds), tuple(members))
+
+
+@dataclass(frozen=True)
 class DataBundle:
-    """A scanned folder split into train and validation samples."""
+    """A scanned folder split into train and validation samples, with the groups of copies
+    among ``train + val`` and how many of them the split kept on one side."""
 
     scan: ScanResult
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
+    copies: Copies = field(default_factory=Copies)
+    kept_together: int = 0
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -12,7 +12,14 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from snugtune.config import DEFAULT_BATCH_SIZE
-from snugtune.data import ImageDataset, Sample, eval_transform, make_loader, scan_folder
+from snugtune.data import (
+    DecodedImages,
+    ImageDataset,
+    Sample,
+    eval_transform,
+    make_loader,
+    scan_folder,
+)
 from snugtune.errors import CheckpointError, DataError, ImageLoadError
 from snugtune.infer.onnx import OnnxModel, is_onnx_model
 from snugtune.infer.predictions import Prediction, image_files, top_k_predictions
@@ -58,9 +65,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
 def predict_samples(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
-    gpu_memory: int | None = None, tta: bool = False,
+    gpu_memory: int | None = None, tta: bool = False, decoded: DecodedImages | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(N, C) probabilities and (N,) labels over ``samples``.
+    """(N, C) probabilities and (N,) labels over ``samples`` (their images read from
+    ``decoded``, the decoded-image store's view of them, where it holds them).
 
     Batches that run out of memory are halved and retried; ``gpu_memory`` (bytes) enforces a
     budget as training does (``memory.PeakMeter``: the CUDA allocator capped, or the CPU's
@@ -69,10 +77,10 @@ def predict_samples(
     """
     if tta:
         views, labels = predict_views(model, samples, pre, device=device, batch_size=batch_size,
-                                      workers=workers, gpu_memory=gpu_memory)
+                                      workers=workers, gpu_memory=gpu_memory, decoded=decoded)
         return average_views(views), labels
     dev = torch.device(device)
-    ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]))
+    ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]), decoded=decoded)
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
     with _guard(dev, gpu_memory):
@@ -85,7 +93,7 @@ def predict_samples(
 def predict_views(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
-    gpu_memory: int | None = None,
+    gpu_memory: int | None = None, decoded: DecodedImages | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(V, N, C) probabilities of each test-time view (``tta.VIEWS`` order) and (N,) labels.
 
@@ -98,7 +106,7 @@ def predict_views(
     every tensor, the loaded batches hold two inputs per image.)
     """
     dev = torch.device(device)
-    ds = ImageDataset(samples, view_transform(pre), draft_size=int(pre["size"]))
+    ds = ImageDataset(samples, view_transform(pre), draft_size=int(pre["size"]), decoded=decoded)
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
     models = (model, FlipInput(model))

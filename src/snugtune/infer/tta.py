@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as tvf
 
-from snugtune.data import eval_transform
+from snugtune.data import ZOOM, eval_transform, zoom_size
 from snugtune.report import ClassificationReport
 
 __all__ = ["VIEWS", "ZOOM", "FlipInput", "TTAReport", "average_views", "expand_views", "flip",
@@ -48,17 +48,6 @@ __all__ = ["VIEWS", "ZOOM", "FlipInput", "TTAReport", "average_views", "expand_v
 VIEWS: tuple[str, ...] = ("plain", "flip", "zoom", "zoom+flip")
 #: Each view of ``VIEWS`` as (its source in :class:`ViewTransform`'s output, mirrored or not).
 _SOURCES: tuple[tuple[int, bool], ...] = ((0, False), (0, True), (1, False), (1, True))
-#: Scale of the ``zoom`` views: resize to about ``ZOOM * size``, then centre-crop ``size``.
-ZOOM = 1.15
-
-
-def zoom_size(size: int) -> int:
-    """The side the ``zoom`` views are resized to before the centre crop: about ``ZOOM * size``,
-    larger than ``size`` by an even number of pixels (an exactly centred crop, so mirroring
-    the image mirrors the view)."""
-    return size + 2 * max(1, round((ZOOM - 1) * size / 2))
-
-
 class ViewTransform:
     """PIL RGB image -> (2, 3, size, size): the ``plain`` input and the ``zoom`` crop.
 

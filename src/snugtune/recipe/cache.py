@@ -1,38 +1,31 @@
-"""Feature cache for fully frozen phases: pooled backbone features, computed once, stored fp16.
+"""Feature cache for fully frozen phases: pooled backbone features, computed once, stored fp16
+in the cache folder that every run shares (``store``), so a second run on the same data and
+backbone, whatever its ``--out``, reads them instead of running the backbone.
 
-Layout, one *store* per backbone configuration::
+A *store* (``store.RecordStore`` of kind ``features``) holds one record per image content: its
+(F,) float16 features. Its key is a sha256 over ``store_spec``: the backbone (resolved name,
+class, timm and torchvision versions), the weights key *and* a digest of the backbone's actual
+tensors (so a changed weight file, or weights changed in memory by an earlier fine-tuning
+phase, both give a new store), the preprocessing (size, mean, std, interpolation), the
+resolution, the evaluation transform and the fill's compute precision. A record is found by
+the image file's content, its SHA-256 from the scan (the data index re-checks a file whose
+size, mtime, ctime, mode or inode changed, so a rewritten file has a new content key). Any
+change misses; old records stay until ``snugtune cache --clear``.
 
-    <root>/<store key>/spec.json      what the store key covers, readable
-                      /features.f16    (rows, F) float16, raw, memory-mapped
-                      /index.json      {"dim": F, "rows": n, "entries": {entry key: row}}
-                      /lock            flock held while the store is looked up and filled
-
-The **store key** is a sha256 over the backbone (resolved name, class, timm and torchvision
-versions), the weights key *and* a digest of the backbone's actual tensors (so a changed weight
-file, or weights changed in memory by an earlier fine-tuning phase, both give a new store), the
-preprocessing (size, mean, std, interpolation), the resolution and the fill's compute precision.
-An **entry key** is the sha256 of the file's bytes (not its size and mtime: a file rewritten
-with the same size and a restored mtime must still miss) with the evaluation transform's tag.
-Any change misses; the old rows stay until the folder is deleted.
-
-Rows are appended before the index that names them is replaced atomically, so a fill killed at
-any moment leaves a valid store (and the next run reuses the rows that were indexed). The
-whole look-up-and-fill holds an exclusive ``flock``: a second process (another run on a shared
-cache, or another rank of the same run) waits, then finds every entry filled.
+Records are appended data first, index last (``store.records``), so a fill killed at any
+moment leaves a valid store (and the next run reuses what was committed). The whole
+look-up-and-fill holds the store's fill lock: a second process (another run on the shared
+cache, or another rank of the same run) waits, then finds every record filled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,46 +36,19 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from snugtune.data import load_image
+from snugtune.data import DecodedImages, load_image
 from snugtune.data.loader import seed_worker
 from snugtune.recipe.progress import progress
-from snugtune.rundir import RunDir, file_sha256, write_json
+from snugtune.store import RecordStore
 
-__all__ = [
-    "CACHE_DIR_ENV",
-    "CACHE_FORMAT",
-    "FeatureStore",
-    "FillItem",
-    "backbone_digest",
-    "cache_root",
-    "content_hashes",
-    "entry_key",
-    "fill_store",
-    "store_spec",
-]
+__all__ = ["CACHE_FORMAT", "FillItem", "as_records", "backbone_digest", "fill_store", "store_spec"]
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-#: Set to a folder to share one feature cache between runs (default: ``<run>/feature_cache``).
-CACHE_DIR_ENV = "SNUGTUNE_FEATURE_CACHE_DIR"
+CACHE_FORMAT = 2
 _FP16_MAX = 65504.0
 
 Transform = Callable[[Image.Image], Tensor]
-
-
-def cache_root(run: RunDir) -> Path:
-    """``$SNUGTUNE_FEATURE_CACHE_DIR`` when set, else the run's ``feature_cache``."""
-    shared = os.environ.get(CACHE_DIR_ENV)
-    return Path(shared).expanduser() if shared else run.feature_cache
-
-
-def content_hashes(paths: Sequence[str], workers: int = 4) -> list[str]:
-    """sha256 of each file's bytes (threads: hashlib and file reads release the GIL)."""
-    if len(paths) < 64 or workers <= 1:
-        return [file_sha256(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(file_sha256, paths, chunksize=64))
 
 
 def backbone_digest(backbone: nn.Module) -> str:
@@ -96,7 +62,7 @@ def backbone_digest(backbone: nn.Module) -> str:
 
 
 def store_spec(model: Any, resolution: int, compute: str) -> dict[str, Any]:
-    """Everything a store's features depend on besides the file and its transform.
+    """Everything a store's features depend on besides the file.
 
     Args:
         model: a ``Classifier`` (``spec``, ``weights``, ``preprocessing``, ``backbone``).
@@ -113,126 +79,48 @@ def store_spec(model: Any, resolution: int, compute: str) -> dict[str, Any]:
         "tensors": backbone_digest(backbone),
         "preprocessing": model.preprocessing.to_dict(),
         "resolution": int(resolution),
+        "transform": "eval",
         "compute": compute,
+        "dtype": "float16",
     }
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def entry_key(content: str) -> str:
-    """The key of one cached feature vector: the file's content hash, evaluation transform."""
-    return f"{content}|eval"
-
-
-class FeatureStore:
-    """One store of the cache: an append-only fp16 matrix plus its entry index.
-
-    Args:
-        root: the cache folder (``cache_root``).
-        spec: ``store_spec(...)``; its digest names the store's folder.
-    """
-
-    def __init__(self, root: Path, spec: Mapping[str, Any]) -> None:
-        self.key = _digest(dict(spec))[:24]
-        self.dir = root / self.key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        spec_file = self.dir / "spec.json"
-        if not spec_file.exists():
-            write_json(spec_file, dict(spec))
-        self.data_path = self.dir / "features.f16"
-        self.dim, self.rows, self.entries = self._read_index()
-
-    def _read_index(self) -> tuple[int, int, dict[str, int]]:
-        path = self.dir / "index.json"
-        if not path.exists():
-            return 0, 0, {}
-        try:
-            data = json.loads(path.read_text())
-            dim, rows, entries = int(data["dim"]), int(data["rows"]), dict(data["entries"])
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("feature cache index %s unreadable (%s): starting the store afresh", path, e)
-            return 0, 0, {}
-        have = self.data_path.stat().st_size if self.data_path.exists() else 0
-        if have < rows * dim * 2:
-            log.warning("feature cache %s is shorter than its index: starting afresh", self.dir)
-            return 0, 0, {}
-        return dim, rows, entries
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[FeatureStore]:
-        """Hold the store's exclusive lock (re-reading the index, which another process may
-        have extended) for a look-up followed by a fill."""
-        with open(self.dir / "lock", "a+b") as f:
-            _flock(f.fileno(), exclusive=True)
-            try:
-                self.dim, self.rows, self.entries = self._read_index()
-                yield self
-            finally:
-                _flock(f.fileno(), exclusive=False)
-
-    def lookup(self, keys: Sequence[str]) -> np.ndarray:
-        """Rows of ``keys`` (int64, -1 where missing)."""
-        get = self.entries.get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
-    def append(self, keys: Sequence[str], features: np.ndarray) -> None:
-        """Add (n, F) features under ``keys`` (new keys only): data first, then the index."""
-        feats = np.clip(np.asarray(features, dtype=np.float32), -_FP16_MAX, _FP16_MAX)
-        feats = np.ascontiguousarray(feats.astype(np.float16))
-        if self.dim and feats.shape[1] != self.dim:
-            raise ValueError(f"feature width {feats.shape[1]} != the store's {self.dim}")
-        self.dim = int(feats.shape[1])
-        mode = "r+b" if self.data_path.exists() else "w+b"
-        with open(self.data_path, mode) as f:
-            f.truncate(self.rows * self.dim * 2)  # drop rows a killed fill left unindexed
-            f.seek(self.rows * self.dim * 2)
-            f.write(feats.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        for i, k in enumerate(keys):
-            self.entries[k] = self.rows + i
-        self.rows += len(keys)
-        index = {"dim": self.dim, "rows": self.rows, "entries": self.entries}
-        write_json(self.dir / "index.json", index, indent=None)
-
-    def matrix(self) -> np.ndarray:
-        """The (rows, F) float16 features, memory-mapped read-only."""
-        if not self.rows:
-            return np.zeros((0, self.dim), dtype=np.float16)
-        return np.memmap(self.data_path, dtype=np.float16, mode="r", shape=(self.rows, self.dim))
-
-
-def _flock(fd: int, *, exclusive: bool) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock; one run per cache folder there
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_UN)
+def as_records(keys: Sequence[bytes], features: np.ndarray) -> list[tuple[bytes, np.ndarray]]:
+    """(n, F) features as one float16 record per key (clipped to the float16 range)."""
+    feats = np.clip(np.asarray(features, dtype=np.float32), -_FP16_MAX, _FP16_MAX)
+    feats = np.ascontiguousarray(feats.astype(np.float16))
+    return list(zip(keys, feats, strict=True))
 
 
 @dataclass(frozen=True)
 class FillItem:
-    """One file to encode, and the key its features go under."""
+    """One file to encode, the content its features go under, and its stored decoded image
+    (position in the fill's ``DecodedImages``; -1: decode the file)."""
 
     path: str
-    key: str
+    key: bytes
+    stored: int = -1
 
 
-class _FillDataset(Dataset[tuple[Tensor, str]]):
-    """Decodes and transforms each file: ``(image (3, H, W), key)``."""
+class _FillDataset(Dataset[tuple[Tensor, bytes]]):
+    """Reads (the stored image, else the file) and transforms each item: ``(image (3, H, W),
+    key)``."""
 
-    def __init__(self, items: Sequence[FillItem], transform: Transform, draft: int) -> None:
+    def __init__(self, items: Sequence[FillItem], transform: Transform, draft: int,
+                 decoded: DecodedImages | None) -> None:
         self.items, self.transform, self.draft = tuple(items), transform, draft
+        self.decoded = decoded
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, str]:
+    def __getitem__(self, i: int) -> tuple[Tensor, bytes]:
         item = self.items[i]
+        image = self.decoded.get(item.stored) if self.decoded and item.stored >= 0 else None
         with _one_thread():
-            return self.transform(load_image(item.path, draft_size=self.draft)), item.key
+            if image is None:
+                image = load_image(item.path, draft_size=self.draft)
+            return self.transform(image), item.key
 
 
 @contextlib.contextmanager
@@ -250,7 +138,7 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _collate(batch: list[tuple[Tensor, str]]) -> tuple[Tensor, list[str]]:
+def _collate(batch: list[tuple[Tensor, bytes]]) -> tuple[Tensor, list[bytes]]:
     return torch.stack([x for x, _ in batch]), [k for _, k in batch]
 
 
@@ -264,12 +152,12 @@ WORKER_DECODE_SHARE = 0.5
 class _Batches:
     """Accumulates encoded rows and appends them to the store every ``flush_rows`` rows."""
 
-    def __init__(self, store: FeatureStore, flush_rows: int) -> None:
+    def __init__(self, store: RecordStore, flush_rows: int) -> None:
         self.store, self.flush_rows, self.added = store, flush_rows, 0
-        self.keys: list[str] = []
+        self.keys: list[bytes] = []
         self.feats: list[np.ndarray] = []
 
-    def add(self, keys: list[str], feats: np.ndarray) -> None:
+    def add(self, keys: list[bytes], feats: np.ndarray) -> None:
         self.keys += keys
         self.feats.append(feats)
         if len(self.keys) >= self.flush_rows:
@@ -277,12 +165,12 @@ class _Batches:
 
     def flush(self) -> None:
         if self.keys:
-            self.store.append(self.keys, np.concatenate(self.feats))
+            self.store.append(as_records(self.keys, np.concatenate(self.feats)))
             self.added, self.keys, self.feats = self.added + len(self.keys), [], []
 
 
 def fill_store(
-    store: FeatureStore,
+    store: RecordStore,
     items: Sequence[FillItem],
     transform: Transform,
     encode: Callable[[Tensor], np.ndarray],
@@ -290,6 +178,7 @@ def fill_store(
     batch: int,
     workers: int,
     draft: int,
+    decoded: DecodedImages | None = None,
     pin_memory: bool = False,
     show_progress: bool = True,
     flush_rows: int = 4096,
@@ -300,13 +189,14 @@ def fill_store(
     ``workers`` processes only if decoding took at least ``WORKER_DECODE_SHARE`` of encoding.
 
     Args:
-        store: the (locked) store.
-        items: files with their missing entries.
+        store: the store (its fill lock held).
+        items: files with their missing records.
         transform: PIL image -> (3, H, W) tensor (the evaluation pipeline).
         encode: (B, 3, H, W) images -> (B, F) float32 numpy features.
         batch: images per forward pass.
         workers: at most this many decoding worker processes.
         draft: JPEG draft-decode size (the resolution).
+        decoded: the items' stored decoded images (``FillItem.stored`` indexes it).
         pin_memory: page-locked batches (CUDA).
         show_progress: draw a progress bar.
         flush_rows: rows appended per write, so that a killed fill keeps what it computed.
@@ -316,7 +206,7 @@ def fill_store(
     files = max(1, batch)
     out = _Batches(store, flush_rows)
     t0 = time.perf_counter()
-    head = _FillDataset(items[:files], transform, draft)
+    head = _FillDataset(items[:files], transform, draft, decoded)
     x, keys = _collate([head[i] for i in range(len(head))])
     t1 = time.perf_counter()
     out.add(keys, encode(x))
@@ -325,7 +215,7 @@ def fill_store(
     log.debug("feature cache: first batch decoded in %.3f s, encoded in %.3f s: %d workers",
               decode_s, encode_s, workers)
     extra: dict[str, Any] = {"worker_init_fn": seed_worker, "prefetch_factor": 4} if workers else {}
-    loader = DataLoader(_FillDataset(items[files:], transform, draft), batch_size=files,
+    loader = DataLoader(_FillDataset(items[files:], transform, draft, decoded), batch_size=files,
                         num_workers=workers, collate_fn=_collate, pin_memory=pin_memory, **extra)
     for x, keys in progress(loader, desc="feature cache", enabled=show_progress):
         out.add(keys, encode(x))

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from snugtune._version import __version__
 from snugtune.config import PhaseConfig, TrainConfig
-from snugtune.data import make_loader
+from snugtune.data import decode_once, make_loader
 from snugtune.errors import CheckpointError
 from snugtune.memory import PeakMeter, held_tensors, sampled_step
 from snugtune.models import build_classifier, resolve_backbone
@@ -48,7 +48,7 @@ from snugtune.recipe.distributed import (
 from snugtune.recipe.flips import check_flips, with_flips
 from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
-from snugtune.recipe.progress import progress
+from snugtune.recipe.progress import progress, progress_bar
 from snugtune.recipe.records import EpochOutcome, epoch_row, phase_result
 from snugtune.recipe.sampler import EpochSampler, epoch_seed
 from snugtune.recipe.setup import (
@@ -79,6 +79,7 @@ from snugtune.step import (
     resolve_device,
     train_step,
 )
+from snugtune.store import CacheHome, DataIndex
 
 __all__ = ["TrainResult", "resume", "run_epoch", "train"]
 
@@ -144,7 +145,13 @@ def resume(run_dir: str | Path) -> TrainResult:
 
 def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None) -> TrainResult:
     started = time.perf_counter()
-    setup, state = _setup(cfg, run, world, checkpoint, started)
+    with DataIndex.open(CacheHome.at(cfg.cache_dir)) as index:
+        return _run_with(cfg, run, world, checkpoint, started, index)
+
+
+def _run_with(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None,
+              started: float, index: DataIndex) -> TrainResult:
+    setup, state = _setup(cfg, run, world, checkpoint, started, index)
     metrics: MetricsLog | NullMetrics = MetricsLog(run) if world.is_main else NullMetrics()
     metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
     with contextlib.closing(metrics):
@@ -161,14 +168,15 @@ def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | N
 
 
 def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None,
-           started: float) -> tuple[Setup, RunState]:
-    """The data, the model (restored from ``checkpoint``), its input size, the plan, whether
-    to flip (decided from the training images unless set), and the time budget's deadline
-    (counted from ``started``, less what earlier sessions spent)."""
+           started: float, index: DataIndex) -> tuple[Setup, RunState]:
+    """The data, the model (restored from ``checkpoint``), its input size, the images
+    decoded once, the plan, whether to flip (decided from the training images unless set),
+    and the time budget's deadline (counted from ``started``, less what earlier sessions
+    spent)."""
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    data = world.from_main(lambda: prepare_data(cfg, run))
+    data = world.from_main(lambda: prepare_data(cfg, run, index))
     model = build_classifier(cfg.model, len(data.classes), weights=cfg.weights,
                              head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout,
                              pre_logits=cfg.pre_logits)
@@ -182,14 +190,18 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
     model.to(world.device)
     plan = world.from_main(lambda: plan_phases(cfg, model, data, resolution, world.device,
                                                world.world_size, run))  # the budget is per device
+    images = world.main_first(lambda: decode_once(  # rank 0 fills, the others find it filled
+        data.train + data.val, index, resolution, workers=cfg.workers,
+        bar=progress_bar("decode once", cfg.progress and world.is_main)))
     flips = None if cfg.augment.horizontal_flip is not None else world.from_main(
-        lambda: check_flips(data.train, data.classes))
-    setup = Setup(data, model, resolution, plan, world, flips=flips)
+        lambda: check_flips(data.train, data.classes, images))
+    setup = Setup(data, model, resolution, plan, world, index, images, flips=flips)
     if cfg.time_budget is not None:
         first = plan.phases[state.phase_index]
         spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
         setup = replace(setup, time=start_budget(
-            cfg, model, image_dataset(data.val or data.train, model, cfg, resolution, train=False),
+            cfg, model, image_dataset(data.val or data.train, model, cfg, resolution, train=False,
+                                      images=images),
             first, world.device, deadline=started + cfg.time_budget - spent,
             sizes=(len(data.train), len(data.val)) if checkpoint is None else None,
             cached=tuple(p.feature_cache and cfg.feature_cache for p in plan.phases)))
@@ -211,7 +223,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             phase, plan, state.phase, MicroBatch(plan.micro_batch), batch, None, None))
         _save(run, setup, state, best=None)
         return state
-    parts = _phase_parts(cfg, run, setup, phase, plan, checkpoint, state.phase.epochs)
+    parts = _phase_parts(cfg, setup, phase, plan, checkpoint, state.phase.epochs)
     state = replace(state, phase=replace(state.phase, epochs=parts.epochs))
     clock = None if setup.time is None else PhaseClock.for_phase(
         setup.time, cfg.phases, state.phase_index, steps_per_epoch=max(1, len(parts.loader)),
@@ -272,7 +284,7 @@ class _PhaseParts:
     epochs: int
 
 
-def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig, plan: PhasePlan,
+def _phase_parts(cfg: TrainConfig, setup: Setup, phase: PhaseConfig, plan: PhasePlan,
                  checkpoint: Checkpoint | None, epochs: int | None) -> _PhaseParts:
     """The model set as the plan says (depth, checkpointing, layout), and what trains it for
     ``epochs`` epochs (None: the phase's default for its steps per epoch)."""
@@ -282,7 +294,7 @@ def _phase_parts(cfg: TrainConfig, run: RunDir, setup: Setup, phase: PhaseConfig
     model.set_checkpointing(plan.checkpointing)
     model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     inputs = world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
-        cfg, model, setup.data, setup.resolution, plan, world.device, run))
+        cfg, model, setup.data, setup.resolution, plan, world.device, setup.index, setup.images))
     ctx = StepContext(device=world.device, num_classes=len(setup.data.classes),
                       label_smoothing=phase.label_smoothing, class_weights=class_weights(cfg, setup.data),
                       precision=plan.precision, channels_last=plan.channels_last, mixer=inputs.mixer)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from snugtune.config import TrainConfig
-from snugtune.data import Sample
+from snugtune.data import ImageStore, Sample
 from snugtune.data.images import decode_image
 from snugtune.errors import ImageLoadError
 
@@ -55,14 +55,19 @@ class FlipCheck:
                 "per_class": dict(self.per_class)}
 
 
-def check_flips(samples: Sequence[Sample], classes: Sequence[str]) -> FlipCheck:
-    """Decide from the classes' average images (see the module docstring)."""
+def check_flips(samples: Sequence[Sample], classes: Sequence[str],
+                images: ImageStore | None = None) -> FlipCheck:
+    """Decide from the classes' average images (see the module docstring); the images come
+    from the decoded-image store ``images`` where it holds them."""
     per_class = {}
     for label, name in enumerate(classes):
-        paths = sorted(s.path for s in samples if s.label == label)[:PER_CLASS]
-        images = [im for im in map(_thumbnail, paths) if im is not None]
-        if images:
-            per_class[name] = _asymmetry(np.mean(images, axis=0))
+        chosen = sorted((s for s in samples if s.label == label), key=lambda s: s.path)[:PER_CLASS]
+        stored = images.view(chosen) if images is not None else None
+        thumbs = [t for i, s in enumerate(chosen)
+                  if (t := _thumbnail(s.path, stored.get(i) if stored is not None else None))
+                  is not None]
+        if thumbs:
+            per_class[name] = _asymmetry(np.mean(thumbs, axis=0))
     median = statistics.median(per_class.values()) if per_class else 0.0
     check = FlipCheck(round(median, 4), median <= MAX_ASYMMETRY,
                       {k: round(v, 4) for k, v in per_class.items()})
@@ -84,10 +89,12 @@ def _asymmetry(mean: np.ndarray) -> float:
     return float(np.abs(mean - mean[:, ::-1]).mean()) / max(spread, 1e-6)
 
 
-def _thumbnail(path: str) -> np.ndarray | None:
-    try:
-        image = decode_image(path, draft_size=2 * _SIDE).image
-    except ImageLoadError:
-        return None  # changed since the scan: left out
+def _thumbnail(path: str, image: Image.Image | None = None) -> np.ndarray | None:
+    """32x32 grayscale of ``image`` (the stored one), else of the file."""
+    if image is None:
+        try:
+            image = decode_image(path, draft_size=2 * _SIDE).image
+        except ImageLoadError:
+            return None  # changed since the scan: left out
     small = image.convert("L").resize((_SIDE, _SIDE), Image.Resampling.BILINEAR)
     return np.asarray(small, dtype=np.float32)

@@ -1,9 +1,10 @@
 """What a phase feeds its steps: augmented images, or cached backbone features.
 
 A phase whose backbone is entirely frozen (``PhasePlan.feature_cache``) trains only the head,
-so the backbone's pooled features are computed once (``recipe/cache.py``) and every epoch is a
-pass of the head over a (N, F) matrix: ``PhaseInputs.module`` is then ``model.head`` and both
-datasets yield ``(features (F,) float32, label)``.
+so the backbone's pooled features are computed once (``recipe/cache.py``, in the cache folder
+every run shares) and every epoch is a pass of the head over a (N, F) matrix:
+``PhaseInputs.module`` is then ``model.head`` and both datasets yield ``(features (F,)
+float32, label)``. Otherwise the datasets read the images decoded once (``data.decoded``).
 
 Choices, and why:
 
@@ -44,22 +45,23 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from snugtune.config import TrainConfig
-from snugtune.data import DataBundle, SeededDataset, batch_mixer, build_transforms, default_workers
+from snugtune.data import (
+    DataBundle,
+    ImageStore,
+    Sample,
+    SeededDataset,
+    batch_mixer,
+    build_transforms,
+    default_workers,
+)
 from snugtune.models import Classifier
 from snugtune.planner import PhasePlan
-from snugtune.recipe.cache import (
-    FeatureStore,
-    FillItem,
-    cache_root,
-    content_hashes,
-    entry_key,
-    fill_store,
-    store_spec,
-)
+from snugtune.recipe.cache import FillItem, fill_store, store_spec
 from snugtune.recipe.setup import image_dataset
 from snugtune.results import CacheInfo
-from snugtune.rundir import RunDir
+from snugtune.rundir import file_sha256
 from snugtune.step import CPU_FORWARD_CHUNK, MicroBatch, autocast, retry_halving
+from snugtune.store import DataIndex, RecordStore
 
 __all__ = ["CachedFeatures", "PhaseInputs", "phase_inputs"]
 
@@ -87,14 +89,18 @@ class PhaseInputs:
 
 
 def phase_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
-                 plan: PhasePlan, device: torch.device, run: RunDir) -> PhaseInputs:
-    """Datasets and the module a phase trains: cached features when valid, else images."""
+                 plan: PhasePlan, device: torch.device, index: DataIndex,
+                 images: ImageStore | None = None) -> PhaseInputs:
+    """Datasets and the module a phase trains: cached features when valid, else images (from
+    the decoded-image store ``images`` where it holds them)."""
     mixer = batch_mixer(cfg.augment, len(data.classes))
     reason = _no_cache_reason(cfg, model, plan, mixer is not None)
     if reason is None:
-        return _cached_inputs(cfg, model, data, resolution, plan, device, run)
-    train = SeededDataset(image_dataset(data.train, model, cfg, resolution, train=True))
-    val = image_dataset(data.val, model, cfg, resolution, train=False) if data.val else None
+        return _cached_inputs(cfg, model, data, resolution, plan, device, index, images)
+    train = SeededDataset(image_dataset(data.train, model, cfg, resolution, train=True,
+                                        images=images))
+    val = image_dataset(data.val, model, cfg, resolution, train=False,
+                        images=images) if data.val else None
     info = None if reason == "" else CacheInfo(used=False, reason=reason)
     if info:
         log.info("feature cache not used: %s", reason)
@@ -115,29 +121,34 @@ def _no_cache_reason(cfg: TrainConfig, model: Classifier, plan: PhasePlan, mixes
 
 
 def _cached_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
-                   plan: PhasePlan, device: torch.device, run: RunDir) -> PhaseInputs:
+                   plan: PhasePlan, device: torch.device, index: DataIndex,
+                   images: ImageStore | None) -> PhaseInputs:
     t0 = time.perf_counter()
-    paths = [s.path for s in data.train] + [s.path for s in data.val]
+    samples = data.train + data.val
+    keys = [s.sha256 if len(s.sha256) == 32 else bytes.fromhex(file_sha256(s.path))
+            for s in samples]  # a sample the scan did not fingerprint is hashed here
     workers = cfg.workers if cfg.workers is not None else default_workers(device.type)
-    keys = [entry_key(h) for h in content_hashes(paths, workers=max(1, workers))]
-    store = FeatureStore(cache_root(run), store_spec(model, resolution, plan.precision))
+    store = RecordStore(index, "features", store_spec(model, resolution, plan.precision))
     encoder = _Encoder(model, device, plan.precision, plan.channels_last or device.type == "cpu",
                        CPU_FORWARD_CHUNK if device.type == "cpu" else 2 * plan.micro_batch)
     pre = model.preprocessing
     transform = build_transforms(cfg.augment, size=resolution, mean=pre.mean, std=pre.std,
                                  train=False, interpolation=pre.interpolation)
-    with store.locked():
-        missing = _missing(store, keys, paths)
+    with store.filling():
+        missing = _missing(store, keys, samples, images is not None)
         t_fill = time.perf_counter()
         with encoder.ready():
             fill_store(store, missing, transform, encoder, batch=encoder.micro.size,
                        workers=workers if len(missing) >= _TINY else 0, draft=resolution,
+                       decoded=images.view(samples) if images is not None else None,
                        pin_memory=device.type == "cuda", show_progress=cfg.progress)
         fill_s = time.perf_counter() - t_fill
-        rows = store.lookup(keys)
-    n, shape = len(data.train), (store.rows, store.dim)
-    train = CachedFeatures(store.data_path, shape, rows[:n], [s.label for s in data.train])
-    val = CachedFeatures(store.data_path, shape, rows[n:], [s.label for s in data.val]) \
+        found = store.locate(keys)
+    width = int(found.nbytes[0])  # every record is one (F,) float16 row
+    rows, shape = found.offsets // width, (store.end_bytes // width, width // 2)
+    n = len(data.train)
+    train = CachedFeatures(store.path, shape, rows[:n], [s.label for s in data.train])
+    val = CachedFeatures(store.path, shape, rows[n:], [s.label for s in data.val]) \
         if data.val else None
     unique, misses = len(set(keys)), len(missing)
     info = CacheInfo(used=True, hits=unique - misses, misses=misses,
@@ -145,20 +156,23 @@ def _cached_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolu
                      seconds=round(time.perf_counter() - t0, 3), fill_seconds=round(fill_s, 3),
                      fill_images_per_s=round(misses / fill_s, 1) if misses else None,
                      precision=plan.precision, channels_last=encoder.channels_last,
-                     dir=str(store.dir))
+                     dir=str(store.path))
     log.info("feature cache: %d hits, %d misses in %.1f s, %s", info.hits, misses,
-             info.seconds, store.dir)
+             info.seconds, store.path)
     return PhaseInputs(module=model.head, train=train, val=val, mixer=None, feature_cache=info)
 
 
-def _missing(store: FeatureStore, keys: Sequence[str], paths: Sequence[str]) -> list[FillItem]:
-    """Files whose entries are absent from ``store`` (each key once)."""
-    seen: set[str] = set()
+def _missing(store: RecordStore, keys: Sequence[bytes], samples: Sequence[Sample],
+             stored: bool) -> list[FillItem]:
+    """The samples whose features ``store`` lacks (each content once); ``stored``: their
+    decoded images are in the image store, at the same positions as ``samples``."""
+    seen: set[bytes] = set()
     out = []
-    for key, path, row in zip(keys, paths, store.lookup(keys).tolist(), strict=True):
-        if row < 0 and key not in seen:
+    for i, (key, s, have) in enumerate(zip(keys, samples, store.locate(keys).found.tolist(),
+                                           strict=True)):
+        if not have and key not in seen:
             seen.add(key)
-            out.append(FillItem(path, key))
+            out.append(FillItem(s.path, key, i if stored else -1))
     return out
 
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from snugtune.config import TrainConfig
-from snugtune.data import make_loader, scan_folder, split_samples
+from snugtune.data import make_loader, open_index
 from snugtune.models import build_classifier
-from snugtune.recipe.setup import choose_resolution, image_dataset
+from snugtune.recipe.setup import choose_resolution, image_dataset, load_folder
 from snugtune.report.plots import plot_lr_find
 from snugtune.step import (
     MicroBatch,
@@ -69,9 +69,9 @@ class LRFind:
 def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: float = 10.0,
             plot: Path | None = None) -> LRFind:
     """Run the range test on the first phase of ``cfg`` (see the module docstring)."""
-    scan = scan_folder(cfg.data, workers=cfg.workers)
-    train = scan.samples if scan.val_samples is not None else split_samples(
-        scan.samples, cfg.val_split, cfg.seed)[0]
+    with open_index(cache_dir=cfg.cache_dir) as index:
+        folder = load_folder(cfg, index)
+    scan, train = folder.scan, folder.train
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, len(scan.classes), weights=cfg.weights,

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from snugtune.config import TrainConfig
-from snugtune.data.doctor import examine
+from snugtune.data.doctor import diagnose
 from snugtune.infer import predict_samples
 from snugtune.recipe.setup import Setup
 from snugtune.recipe.state import RunState
@@ -49,8 +49,9 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
     evaluation: ClassificationReport | None = None
     hardest: tuple[HardImage, ...] = ()
     if data.val:
-        probs, labels = predict_samples(model, data.val, pre, device=setup.world.device,
-                                        batch_size=cfg.batch_size * 2, workers=cfg.workers)
+        probs, labels = predict_samples(
+            model, data.val, pre, device=setup.world.device, batch_size=cfg.batch_size * 2,
+            workers=cfg.workers, decoded=setup.images.view(data.val) if setup.images else None)
         evaluation = classification_report(labels.tolist(), probs.argmax(-1).tolist(), data.classes)
         plot_confusion_matrix(evaluation, run.confusion_matrix)
         hardest = hardest_images([s.path for s in data.val], labels.numpy(), probs.numpy(),
@@ -72,7 +73,7 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
     run.write_summary(summary)
     issues = {"skipped": [vars(i) for i in data.scan.skipped],
               "converted": [vars(i) for i in data.scan.converted]}
-    doctor = examine(data.classes, data.train, data.val, data.scan.fingerprints)
+    doctor = diagnose(data)
     write_report(run, summary, rows=rows, evaluation=evaluation, data_issues=issues,
                  plan=setup.plan.to_dict(), doctor=doctor, hardest=hardest)
     return summary

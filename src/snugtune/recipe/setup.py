@@ -14,13 +14,15 @@ from snugtune.config import TrainConfig
 from snugtune.data import (
     DataBundle,
     ImageDataset,
+    ImageStore,
     Sample,
     ScanResult,
     build_transforms,
+    open_index,
     scan_folder,
-    split_samples,
+    split_folder,
 )
-from snugtune.data.doctor import DataDoctor, examine
+from snugtune.data.doctor import DataDoctor, diagnose
 from snugtune.errors import DataError, SnugtuneError
 from snugtune.memory import build_model, resolve_gpu
 from snugtune.models import Classifier, Preprocessing
@@ -28,8 +30,9 @@ from snugtune.planner import Plan, plan_run
 from snugtune.recipe.distributed import World
 from snugtune.recipe.flips import FlipCheck
 from snugtune.recipe.timing import TimeBudget
-from snugtune.rundir import RunDir
+from snugtune.rundir import RunDir, write_json
 from snugtune.step import balanced_class_weights, plan_device
+from snugtune.store import DataIndex
 
 __all__ = [
     "Setup",
@@ -37,6 +40,7 @@ __all__ = [
     "class_weights",
     "diagnose_folder",
     "image_dataset",
+    "load_folder",
     "plan_folder",
     "plan_phases",
     "prepare_data",
@@ -51,7 +55,8 @@ CLASS_IMBALANCE = 1.5  # class_weights=auto weighs classes when the largest is t
 @dataclass(frozen=True)
 class Setup:
     """What the recipe's setup made: the data, the model, its input size, the plan, this
-    process's place among the data-parallel processes, the time budget's deadline, and the
+    process's place among the data-parallel processes, the data index with the decoded-image
+    store (None: the files are decoded every epoch), the time budget's deadline, and the
     flips decided from the data (None: set by the user)."""
 
     data: DataBundle
@@ -59,24 +64,34 @@ class Setup:
     resolution: int
     plan: Plan
     world: World
+    index: DataIndex
+    images: ImageStore | None = None
     time: TimeBudget | None = None
     flips: FlipCheck | None = None
 
 
-def prepare_data(cfg: TrainConfig, run: RunDir) -> DataBundle:
-    """Scan (cached in the run), split once and save the split, or reload the saved split."""
-    scan = scan_folder(cfg.data, workers=cfg.workers, cache_path=run.scan)
-    saved = run.read_split()
-    if saved is not None:
-        train, val = (tuple(Sample(path=p, label=k) for p, k in part) for part in saved)
-    elif scan.val_samples is not None:
-        train, val = tuple(scan.samples), tuple(scan.val_samples)
-    else:
-        train, val = split_samples(scan.samples, cfg.val_split, cfg.seed)
-    if not train:
+def load_folder(cfg: TrainConfig, index: DataIndex,
+                saved: tuple[list[tuple[str, int]], list[tuple[str, int]]] | None = None,
+                ) -> DataBundle:
+    """Scan ``cfg.data`` through the data index and split it as training does (``saved``: a
+    run's own split, kept)."""
+    scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
+    return split_folder(scan, cfg.val_split, cfg.seed, group_copies=cfg.group_split, saved=saved)
+
+
+def prepare_data(cfg: TrainConfig, run: RunDir, index: DataIndex) -> DataBundle:
+    """The run's data: scanned, split once, and recorded in the run (``scan.json``,
+    ``split.json``); a resumed run reloads its split."""
+    data = load_folder(cfg, index, saved=run.read_split())
+    if not data.train:
         raise DataError(f"{cfg.data}: no training images left after the split; lower --val-split")
-    run.write_split([(s.path, s.label) for s in train], [(s.path, s.label) for s in val])
-    return DataBundle(scan=scan, train=train, val=val)
+    if data.kept_together:
+        log.info("split: %d groups of copies kept on one side (--no-group-split: the plain "
+                 "split)", data.kept_together)
+    if not run.scan.exists():
+        write_json(run.scan, data.scan.to_dict(), indent=None)
+    run.write_split([(s.path, s.label) for s in data.train], [(s.path, s.label) for s in data.val])
+    return data
 
 
 def choose_resolution(requested: int | None, pre: Preprocessing, median_size: tuple[int, int]) -> int:
@@ -104,13 +119,16 @@ def class_weights(cfg: TrainConfig, data: DataBundle) -> torch.Tensor | None:
 
 
 def image_dataset(
-    samples: Sequence[Sample], model: Classifier, cfg: TrainConfig, resolution: int, *, train: bool
+    samples: Sequence[Sample], model: Classifier, cfg: TrainConfig, resolution: int, *, train: bool,
+    images: ImageStore | None = None,
 ) -> ImageDataset:
-    """Dataset of preprocessed (and, for training, augmented) images for ``model``."""
+    """Dataset of preprocessed (and, for training, augmented) images for ``model``, read from
+    the decoded-image store ``images`` where it holds them."""
     pre = model.preprocessing
     tf = build_transforms(cfg.augment, size=resolution, mean=pre.mean, std=pre.std, train=train,
                           interpolation=pre.interpolation)
-    return ImageDataset(samples, tf, draft_size=resolution)
+    return ImageDataset(samples, tf, draft_size=resolution,
+                        decoded=images.view(samples) if images is not None else None)
 
 
 def plan_phases(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
@@ -147,12 +165,9 @@ def diagnose_folder(cfg: TrainConfig) -> tuple[ScanResult, DataDoctor]:
     Raises:
         DataError: the folder cannot be used.
     """
-    scan = scan_folder(cfg.data, workers=cfg.workers)
-    if scan.val_samples is not None:
-        train, val = tuple(scan.samples), tuple(scan.val_samples)
-    else:
-        train, val = split_samples(scan.samples, cfg.val_split, cfg.seed)
-    return scan, examine(scan.classes, train, val, scan.fingerprints)
+    with open_index(cache_dir=cfg.cache_dir) as index:
+        data = load_folder(cfg, index)
+    return data.scan, diagnose(data)
 
 
 def plan_folder(cfg: TrainConfig) -> Plan:
@@ -162,14 +177,12 @@ def plan_folder(cfg: TrainConfig) -> Plan:
     Raises:
         DataError: the folder cannot be used. BudgetError: nothing fits the budget.
     """
-    scan = scan_folder(cfg.data, workers=cfg.workers)
-    train = scan.samples
-    if scan.val_samples is None:
-        train, _ = split_samples(scan.samples, cfg.val_split, cfg.seed)
-    model = build_model(cfg.model, len(scan.classes), cfg.head_hidden, cfg.pre_logits)
-    resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
+    with open_index(cache_dir=cfg.cache_dir) as index:
+        data = load_folder(cfg, index)
+    model = build_model(cfg.model, len(data.classes), cfg.head_hidden, cfg.pre_logits)
+    resolution = choose_resolution(cfg.resolution, model.preprocessing, data.scan.median_size)
     device = plan_device(cfg.device, cfg.gpu)
     gpu, info = resolve_gpu(cfg.gpu, device)
-    return plan_run(cfg, num_classes=len(scan.classes), num_train=len(train),
+    return plan_run(cfg, num_classes=len(data.classes), num_train=len(data.train),
                     resolution=resolution, device=device, model=model, gpu=gpu,
                     device_info=info.to_dict() if info else None)

@@ -25,7 +25,7 @@ from snugtune.report.classification import (
     ClassMetrics,
     classification_report,
 )
-from snugtune.report.doctor import HardImage, hardest_images
+from snugtune.report.doctor import HardImage, hardest_images, split_note
 from snugtune.report.metrics_log import MetricsLog
 from snugtune.report.plots import (
     plot_confusion_matrix,
@@ -42,6 +42,7 @@ __all__ = [
     "MetricsLog",
     "classification_report",
     "hardest_images",
+    "split_note",
     "plot_confusion_matrix",
     "plot_images",
     "plot_learning_curves",

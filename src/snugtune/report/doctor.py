@@ -16,7 +16,7 @@ from snugtune.report._format import fmt_int
 from snugtune.report.document import Block, Heading, Image, Paragraph, Table
 from snugtune.rundir import RunDir
 
-__all__ = ["HARDEST", "HardImage", "doctor_section", "hardest_images"]
+__all__ = ["HARDEST", "HardImage", "doctor_section", "hardest_images", "split_note"]
 
 HARDEST = 16  # validation images shown
 _EXAMPLES = 8  # groups listed per problem
@@ -49,6 +49,19 @@ def hardest_images(paths: Sequence[str], labels: np.ndarray, probs: np.ndarray,
                            float(-math.log(max(p[i], 1e-12)))) for i in order)
 
 
+def split_note(doctor: DataDoctor) -> str:
+    """What the split did with the groups of copies, in a sentence."""
+    if doctor.kept_together:
+        return (f"The split kept {fmt_int(doctor.kept_together)} groups of copies on one side "
+                "each, so validation scores no picture the model trained on (--no-group-split: "
+                "the plain split).")
+    leaks = len(doctor.of("leakage"))
+    if leaks:
+        return (f"{fmt_int(leaks)} groups of copies lie on both sides of the split: this split "
+                "was the folder's own (train/ and val/) or made with --no-group-split.")
+    return "No picture lies on both sides of the split."
+
+
 def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
                    run: RunDir, root: str | None = None) -> list[Block]:
     """Counts per problem, examples of each, and the hardest validation images; files under
@@ -66,7 +79,7 @@ def doctor_section(doctor: DataDoctor | None, hardest: Sequence[HardImage],
         blocks.append(Paragraph(
             f"Looked at {fmt_int(doctor.images)} images for copies of one picture (identical "
             "files, or the same picture re-encoded: perceptual hash and thumbnail)."
-            + (f" Files are under `{root}`." if root else "")))
+            + (f" Files are under `{root}`." if root else "") + " " + split_note(doctor)))
         blocks.append(Table(("Problem", "Groups", "Extra copies", "What it means"), tuple(
             (p, fmt_int(counts[p]["groups"]), fmt_int(counts[p]["extra"]), _MEANING[p])
             for p in PROBLEMS), (False, True, True, False)))

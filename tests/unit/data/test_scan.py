@@ -1,17 +1,22 @@
-"""Layouts, DataError cases and the per-file scan cache."""
+"""Layouts, DataError cases, and the data index: reuse, invalidation, damage, concurrency."""
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
 import os
+import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-import snugtune.data.scan as scan_mod
+import snugtune.data.check as check_mod
 from snugtune.data import make_image_folder, scan_folder
 from snugtune.errors import DataError
+from snugtune.store import CacheHome, DataIndex
 
 
 def _img(path: Path, colour: tuple[int, int, int] = (10, 200, 30), size: int = 12) -> None:
@@ -99,48 +104,142 @@ def test_class_left_without_usable_image_names_class_and_reasons(tmp_path: Path)
     assert "remove the folder" in msg
 
 
-def test_cache_reuses_unchanged_files_and_rechecks_changed_ones(tmp_path, monkeypatch) -> None:
-    root = make_image_folder(tmp_path / "d", classes=2, per_class=3, size=16)
-    cache = tmp_path / "cache" / "scan.json"
-    first = scan_folder(root, cache_path=cache)
-    assert cache.is_file() and len(json.loads(cache.read_text())["files"]) == 6
-
+def _decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the scan decodes from now on."""
     decoded: list[str] = []
-    real = scan_mod.decode_image
+    real = check_mod.decode_image
 
     def counting(path, **kw):  # noqa: ANN001, ANN003, ANN202
         decoded.append(Path(path).name)
         return real(path, **kw)
 
-    monkeypatch.setattr(scan_mod, "decode_image", counting)
-    assert scan_folder(root, cache_path=cache) == first
+    monkeypatch.setattr(check_mod, "decode_image", counting)
+    return decoded
+
+
+def _rows(cache_dir: Path) -> list[str]:
+    with sqlite3.connect(cache_dir / "index.sqlite3") as db:
+        return [Path(r[0]).name for r in db.execute("SELECT path FROM files ORDER BY path")]
+
+
+def test_index_reuses_unchanged_files_and_rechecks_changed_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=4, size=16)
+    first = scan_folder(root)
+    assert len(_rows(cache_dir)) == 8
+    decoded = _decodes(monkeypatch)
+    assert scan_folder(root) == first
     assert decoded == []
 
-    target = root / "class_0" / "img_1.png"
-    Image.new("P", (20, 20), 7).save(target)  # changed size/mtime, now palette
+    edited = root / "class_0" / "img_1.png"
+    Image.new("P", (20, 20), 7).save(edited)  # edited in place: size and mtime change
+    replaced = root / "class_0" / "img_2.png"
+    data = replaced.read_bytes()
+    replaced.unlink()
+    replaced.write_bytes(data)  # the same bytes in a new file: a new inode
+    os.chmod(root / "class_1" / "img_0.png", 0o600)  # its mode changes
     (root / "class_1" / "img_2.png").unlink()
     _img(root / "class_1" / "new.png")
-    r = scan_folder(root, cache_path=cache)
-    assert sorted(decoded) == ["img_1.png", "new.png"]
+    r = scan_folder(root)
+    assert sorted(decoded) == ["img_0.png", "img_1.png", "img_2.png", "new.png"]
     assert [Path(i.path).name for i in r.converted] == ["img_1.png"]
-    assert r.class_counts() == {"class_0": 3, "class_1": 3}
-    assert len(json.loads(cache.read_text())["files"]) == 6  # the deleted file is dropped
+    assert r.class_counts() == {"class_0": 4, "class_1": 4}
+    assert "img_2.png" in _rows(cache_dir) and len(_rows(cache_dir)) == 8  # the deleted row is gone
 
 
-def test_cache_broken_or_other_settings_means_full_rescan(tmp_path, monkeypatch) -> None:
+def test_a_file_rewritten_with_its_size_and_mtime_restored_is_checked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_image_folder(tmp_path / "d", classes=2, per_class=2, size=16)
-    cache = tmp_path / "scan.json"
-    cache.write_text("{not json")
-    scan_folder(root, cache_path=cache)  # a corrupt cache is ignored and rewritten
-    assert json.loads(cache.read_text())["files"]
-    decoded: list[str] = []
-    real = scan_mod.decode_image
-    monkeypatch.setattr(
-        scan_mod, "decode_image", lambda p, **kw: decoded.append(p) or real(p, **kw)
-    )
+    target = root / "class_0" / "x.bmp"  # uncompressed: new pixels, the same size
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    Image.fromarray(pixels).save(target)
+    before = {s.path: s.sha256 for s in scan_folder(root).samples}[str(target)]
+    st = target.stat()
+    pixels[0, 0] = 255
+    with open(target, "r+b") as f:  # rewritten in place: the same inode
+        f.write(_bmp_bytes(pixels))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_ino == st.st_ino
+    decoded = _decodes(monkeypatch)
+    after = {s.path: s.sha256 for s in scan_folder(root).samples}[str(target)]
+    assert decoded == ["x.bmp"] and after != before  # ctime gave it away
+
+
+def _bmp_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="BMP")
+    return buf.getvalue()
+
+
+def test_other_settings_miss_without_erasing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            cache_dir: Path) -> None:
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=2, size=16)
+    scan_folder(root)
+    decoded = _decodes(monkeypatch)
+    limit = Image.MAX_IMAGE_PIXELS
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**7)  # a setting that decides usability
-    scan_folder(root, cache_path=cache)
-    assert len(decoded) == 4
+    scan_folder(root)
+    assert len(decoded) == 4 and len(_rows(cache_dir)) == 8  # both settings' rows are kept
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    decoded.clear()
+    scan_folder(root)
+    assert decoded == []
+
+
+def test_a_damaged_or_foreign_index_is_rebuilt_and_the_scan_is_right(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=3, size=16)
+    expected = scan_folder(root)
+    (cache_dir / "index.sqlite3").write_bytes(b"not a database, only garbage" * 100)
+    for p in cache_dir.glob("index.sqlite3-*"):
+        p.unlink()
+    decoded = _decodes(monkeypatch)
+    assert scan_folder(root) == expected and len(decoded) == 6
+    assert "rebuilding it" in caplog.text
+    with sqlite3.connect(cache_dir / "index.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '999' WHERE name = 'schema'")
+    decoded.clear()
+    assert scan_folder(root) == expected and len(decoded) == 6
+    assert "another snugtune version" in caplog.text
+
+
+def test_a_locked_out_index_falls_back_to_a_private_one(
+        tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=3, size=16)
+    expected = scan_folder(root)
+    holder = sqlite3.connect(cache_dir / "index.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for longer than we wait
+    try:
+        with DataIndex.open(CacheHome(cache_dir), timeout_s=0.05) as index:
+            assert not index.persistent and index.home.path != cache_dir
+            assert scan_folder(root, index=index) == expected
+        assert "cannot use the data index" in caplog.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _scan_in_a_process(root: str, cache: str, out: str) -> None:
+    os.environ["SNUGTUNE_CACHE_DIR"] = cache
+    result = scan_folder(root, workers=1)
+    Path(out).write_text(json.dumps(result.to_dict()))
+
+
+def test_two_processes_scanning_at_once(tmp_path: Path, cache_dir: Path) -> None:
+    root = make_image_folder(tmp_path / "d", classes=3, per_class=60, size=16)
+    ctx = multiprocessing.get_context("spawn")
+    outs = [tmp_path / f"out{i}.json" for i in range(2)]
+    procs = [ctx.Process(target=_scan_in_a_process, args=(str(root), str(cache_dir), str(o)))
+             for o in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    results = [json.loads(o.read_text()) for o in outs]
+    assert results[0] == results[1] == json.loads(json.dumps(scan_folder(root).to_dict()))
+    assert len(_rows(cache_dir)) == 180
 
 
 def test_progress_callback_reaches_total(tmp_path: Path) -> None:

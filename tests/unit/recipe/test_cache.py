@@ -1,4 +1,4 @@
-"""Feature cache: keys, invalidation, the store, and the phase inputs it yields."""
+"""Feature cache: keys, invalidation, sharing between runs, and the phase inputs it yields."""
 
 import dataclasses
 import os
@@ -12,11 +12,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from snugtune.config import AugmentConfig, TrainConfig
-from snugtune.data import DataBundle, Sample, ScanResult, make_image_folder
+from snugtune.data import DataBundle, make_image_folder, scan_folder
 from snugtune.models import build_classifier
-from snugtune.recipe.cache import FeatureStore, backbone_digest, cache_root, content_hashes
+from snugtune.recipe.cache import as_records, backbone_digest
 from snugtune.recipe.inputs import CachedFeatures, phase_inputs
-from snugtune.rundir import RunDir
+from snugtune.store import CacheHome, DataIndex, RecordStore
 
 NO_AUG = AugmentConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
                        horizontal_flip=False)
@@ -31,10 +31,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def bundle(root: Path) -> DataBundle:
-    files = sorted(root.glob("*/*.png"))
-    samples = [Sample(str(p), int(p.parent.name[-1])) for p in files]
-    scan = ScanResult(str(root), ("class_0", "class_1"), tuple(samples), None, (), (), (16, 16))
-    return DataBundle(scan=scan, train=tuple(samples[1::2]), val=tuple(samples[::2]))
+    """The folder scanned (fingerprints from the data index), every other image validation."""
+    scan = scan_folder(root, workers=1)
+    return DataBundle(scan=scan, train=scan.samples[1::2], val=scan.samples[::2])
 
 
 def model(weights: str = "none"):
@@ -46,40 +45,12 @@ def model(weights: str = "none"):
 
 def inputs(tmp: Path, m, data: DataBundle, aug: AugmentConfig = NO_AUG, res: int = 16, **kw):
     cfg = TrainConfig(data=str(tmp), augment=aug, workers=0, progress=False, **kw)
-    return phase_inputs(cfg, m, data, res, SETUP, CPU, RunDir(tmp / "run"))  # type: ignore[arg-type]
+    with DataIndex.open(CacheHome.at()) as index:
+        return phase_inputs(cfg, m, data, res, SETUP, CPU, index)  # type: ignore[arg-type]
 
 
 def cache_info(tmp: Path, m, data: DataBundle, **kw):  # type: ignore[no-untyped-def]
     return inputs(tmp, m, data, **kw).feature_cache.to_dict()
-
-
-def test_content_hash_reads_bytes_not_size_or_mtime(tmp_path: Path) -> None:
-    a = tmp_path / "a.bin"
-    a.write_bytes(b"x" * 100)
-    before, st = content_hashes([str(a)])[0], a.stat()
-    a.write_bytes(b"y" * 100)
-    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
-    assert content_hashes([str(a)])[0] != before
-    paths = [str(a)] * 100  # threaded path gives the same answer
-    assert content_hashes(paths, workers=4) == content_hashes(paths, workers=1)
-
-
-def test_store_roundtrip_survives_a_killed_append(tmp_path: Path) -> None:
-    spec = {"x": 1}
-    s = FeatureStore(tmp_path, spec)
-    f = np.arange(12, dtype=np.float32).reshape(3, 4)
-    with s.locked():
-        s.append(["a", "b", "c"], f)
-    with open(s.data_path, "ab") as fh:  # a fill killed after writing rows, before the index
-        fh.write(b"\0" * 40)
-    s2 = FeatureStore(tmp_path, spec)
-    assert s2.lookup(["c", "zz", "a"]).tolist() == [2, -1, 0]
-    with s2.locked():
-        s2.append(["d"], np.full((1, 4), 1e6))  # clipped to the fp16 range, not inf
-    m = s2.matrix()
-    assert m.shape == (4, 4) and np.array_equal(m[:3], f.astype(np.float16))
-    assert np.isfinite(m).all() and m[3, 0] == np.float16(65504)
-    assert FeatureStore(tmp_path, {"x": 2}).dir != s.dir
 
 
 def test_second_pass_hits_and_a_changed_file_misses(tmp_path: Path, folder: Path) -> None:
@@ -92,8 +63,8 @@ def test_second_pass_hits_and_a_changed_file_misses(tmp_path: Path, folder: Path
     img = np.asarray(Image.open(target)).copy()
     img[0, 0] = 255 - img[0, 0]
     Image.fromarray(img).save(target)
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = cache_info(tmp_path, m, data)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old mtime: new bytes
+    again = cache_info(tmp_path, m, bundle(folder))  # the run scans again
     assert (again["hits"], again["misses"]) == (9, 1)
 
 
@@ -126,14 +97,21 @@ def test_in_memory_weight_change_misses() -> None:
 
 
 def test_cached_features_batch_gather(tmp_path: Path) -> None:
-    s = FeatureStore(tmp_path, {"y": 1})
-    with s.locked():
-        s.append([str(i) for i in range(6)], np.arange(12, dtype=np.float32).reshape(6, 2))
-    ds = CachedFeatures(s.data_path, (6, 2), np.array([0, 2, 4]), [0, 1, 2])
+    with DataIndex.open(CacheHome(tmp_path)) as index:
+        s = RecordStore(index, "features", {"y": 1})
+        with s.filling():
+            s.append(as_records([bytes([i]) * 32 for i in range(6)],
+                                np.arange(12, dtype=np.float32).reshape(6, 2)))
+        ds = CachedFeatures(s.path, (6, 2), np.array([0, 2, 4]), [0, 1, 2])
     x, y = ds[(2, 7)]
     assert x.dtype == torch.float32 and y == 2 and x.tolist() == [8, 9]
     batch = ds.__getitems__([(0, 1), (1, 1)])
     assert [b[1] for b in batch] == [0, 1]
+
+
+def test_features_are_clipped_to_the_float16_range() -> None:
+    (_, row), = as_records([b"k" * 32], np.full((1, 4), 1e6))
+    assert row.dtype == np.float16 and np.isfinite(row).all() and row[0] == np.float16(65504)
 
 
 def test_cache_not_used_with_a_mixer_or_when_off(tmp_path: Path, folder: Path) -> None:
@@ -147,7 +125,8 @@ def test_cache_not_used_with_a_mixer_or_when_off(tmp_path: Path, folder: Path) -
     assert inputs(tmp_path, m, data).feature_cache is None
 
 
-def test_shared_cache_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cache_root(RunDir(tmp_path)) == tmp_path / "feature_cache"
-    monkeypatch.setenv("SNUGTUNE_FEATURE_CACHE_DIR", str(tmp_path / "shared"))
-    assert cache_root(RunDir(tmp_path)) == tmp_path / "shared"
+def test_a_second_run_with_another_out_hits_every_image(tmp_path: Path, folder: Path) -> None:
+    data, m = bundle(folder), model()
+    assert cache_info(tmp_path / "run1", m, data)["misses"] == 10
+    again = cache_info(tmp_path / "run2", m, bundle(folder))
+    assert (again["hits"], again["misses"], again["hit_rate"]) == (10, 0, 1.0)
