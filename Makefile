@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/time_to_accuracy.py --out benchmarks/results/time_to_accuracy.json
 	$(PY) benchmarks/time_to_accuracy.py --budgets 2m 5m --out benchmarks/results/time_budget.json
 	$(PY) benchmarks/unseen_images.py --out benchmarks/results/unseen_images.json
+	$(PY) benchmarks/data_scale.py --sizes 10000 100000 1000000 --photos 300 --out benchmarks/results/data_scale.json
 
 clean:
 	rm -rf $(VENV) runs demo_data .pytest_cache .ruff_cache .mypy_cache

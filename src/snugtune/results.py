@@ -218,6 +218,7 @@ class RunSummary:
     time_budget: float | None = None
     time_plan: dict[str, float] | None = None  # phase -> seconds planned up front (time budget)
     flip_check: dict[str, Any] | None = None  # horizontal flips decided from the training images
+    decoded_images: dict[str, Any] | None = None  # the decoded-image store: where, size, fill
     skipped_files: int = 0
     converted_files: int = 0
     phases: tuple[PhaseResult, ...] = ()

@@ -88,12 +88,28 @@ def test_mixup_trains_the_head_on_images(tiny_data: Path, tmp_path: Path) -> Non
     assert cache["used"] is False and "MixUp" in cache["reason"]
 
 
-def test_a_phase_of_zero_epochs_fills_no_cache(tiny_data: Path, tmp_path: Path) -> None:
+def test_a_phase_of_zero_epochs_fills_no_cache(tiny_data: Path, tmp_path: Path,
+                                               cache_dir: Path) -> None:
     run = tmp_path / "no_head"
     args = [*FAST, "--head-epochs", "0", "--finetune-epochs", "1"]
     assert main(["train", str(tiny_data), "--out", str(run), *args]) == 0
     head, finetune = _summary(run)["phases"]
     assert head["epochs_run"] == 0 and head["feature_cache"] is None
     assert head["measured_peak_bytes"] is None and finetune["epochs_run"] == 1
-    assert not (run / "feature_cache").exists()
+    assert not (cache_dir / "features").exists()
     assert RunDir(run).report_md.exists()
+
+
+def test_a_second_run_with_another_out_hits_every_image(tiny_data: Path, tmp_path: Path,
+                                                         cache_dir: Path) -> None:
+    args = [*FAST, "--head-epochs", "1", "--finetune-epochs", "1"]
+    for name in ("first", "second"):
+        assert main(["train", str(tiny_data), "--out", str(tmp_path / name), *args]) == 0
+    first, second = (_summary(tmp_path / n) for n in ("first", "second"))
+    assert first["phases"][0]["feature_cache"]["misses"] == 36
+    cache = second["phases"][0]["feature_cache"]
+    assert (cache["hits"], cache["misses"], cache["hit_rate"]) == (36, 0, 1.0)
+    assert Path(cache["dir"]).parent == cache_dir / "features"
+    images = second["decoded_images"]  # looked at once, by the first run (32 px: too small
+    assert first["decoded_images"]["added"] == 36 and images["added"] == 0  # to store: files)
+    assert Path(images["path"]).parent == cache_dir / "images"

@@ -17,7 +17,7 @@ from .conftest import FAST
 
 EXPECTED = ["config.yaml", "metrics.csv", "summary.json", "model.safetensors", "model_card.json",
             "learning_curves.png", "confusion_matrix.png", "report.md", "report.html", "plan.json",
-            "split.json", "checkpoints/last.pt"]
+            "split.json", "scan.json", "checkpoints/last.pt"]
 
 
 def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsys) -> None:
@@ -46,6 +46,31 @@ def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsy
     assert len(preds[0]["top"]) == 2
 
 
+def test_the_cache_command_shows_the_shared_cache_and_clears_it(
+        tiny_data: Path, tmp_path: Path, cache_dir: Path, capsys) -> None:
+    assert main(["train", str(tiny_data), "--out", str(tmp_path / "run"), *FAST,
+                 "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "--json"]) == 0
+    usage = json.loads(capsys.readouterr().out)
+    assert usage["path"] == str(cache_dir) and usage["files"] == 36
+    stores = {s["kind"]: s for s in usage["stores"]}
+    assert sorted(stores) == ["features", "images"]
+    assert stores["features"]["records"] == 36 and stores["features"]["bytes"] > 0
+    assert stores["images"]["records"] == 36  # 32 px images: read from their files
+    assert usage["total_bytes"] == sum(usage["bytes"].values()) > 0
+    assert main(["cache"]) == 0
+    text = capsys.readouterr().out
+    assert str(cache_dir) in text and "36 files checked" in text and "features" in text
+    other = tmp_path / "elsewhere"  # --cache-dir names another one
+    assert main(["doctor", str(tiny_data), "--cache-dir", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 36
+    assert main(["cache", "--clear"]) == 0
+    assert "freed" in capsys.readouterr().out and not cache_dir.exists()
+
+
 def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # A random tiny backbone: its frozen features alone do not separate the classes, so the
@@ -55,12 +80,15 @@ def test_training_learns_the_tiny_task(tiny_data: Path, tmp_path: Path) -> None:
     assert json.loads(RunDir(run).summary.read_text())["best_val_accuracy"] >= 0.8
 
 
+@pytest.mark.parametrize("res", ["32", "16"])  # 16: the 32 px images come from the store
 def test_resume_after_a_stopped_run_gives_identical_weights(
-    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path, res: str
 ) -> None:
-    args = [*FAST, "--epochs", "2", "--deterministic"]
+    args = [*FAST, "--epochs", "2", "--deterministic", "--res", res]
     straight = tmp_path / "straight"
     assert main(["train", str(tiny_data), "--out", str(straight), *args]) == 0
+    stored = json.loads(RunDir(straight).summary.read_text())["decoded_images"]["bytes"]
+    assert (stored > 0) == (res == "16")
 
     import snugtune.recipe.finetune as recipe
 
@@ -78,6 +106,7 @@ def test_resume_after_a_stopped_run_gives_identical_weights(
         main(["--debug", "train", str(tiny_data), "--out", str(stopped), *args])
     assert not RunDir(stopped).weights.exists()
     monkeypatch.setattr(recipe, "run_epoch", original)
+    assert main(["cache", "--clear"]) == 0  # the resumed run decodes and stores them again
     assert main(["train", "--resume", str(stopped)]) == 0
 
     a, b = load_file(RunDir(straight).weights), load_file(RunDir(stopped).weights)

@@ -134,15 +134,21 @@ def check_files(files: Sequence[str], index: DataIndex, *, root: str, workers: i
     settings = settings_key()
     checks: list[FileCheck | None] = [None] * len(files)
     keys: dict[int, StatKey] = {}
+    writer = _IndexWriter(index, settings)
     try:
         todo = _from_index(files, index, root, settings, checks, keys)
-    except sqlite3.DatabaseError as e:  # damaged while being read: start it again
-        index.rebuild(f"unreadable ({e})")
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError):  # locked or unreadable now, not damaged
+            log.warning("could not read the data index %s (%s): checking every file",
+                        index.home.index, e)
+            writer.failed = True
+        else:  # damaged: start it again
+            index.rebuild(f"unreadable ({e})")
         checks, keys, todo = [None] * len(files), {}, list(range(len(files)))
+        keys.update((i, k) for i in todo if (k := _stat_key(files[i])) is not None)
     done = len(files) - len(todo)
     if progress:
         progress(done, len(files))
-    writer = _IndexWriter(index, settings)
     n = workers if workers is not None else default_scan_workers()
     with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="snugtune-scan") as ex:
         for start in range(0, len(todo), _CHUNK):  # map() submits all at once: in chunks
@@ -163,7 +169,7 @@ def check_files(files: Sequence[str], index: DataIndex, *, root: str, workers: i
 def _from_index(files: Sequence[str], index: DataIndex, root: str, settings: str,
                 checks: list[FileCheck | None], keys: dict[int, StatKey]) -> list[int]:
     """Fill ``checks`` from the index where the stat key matches; the positions left to
-    decode. ``keys`` gets each file's stat key (taken before any decoding)."""
+    decode. ``keys`` gets the stat key of each of those (taken before any decoding)."""
     order = sorted(range(len(files)), key=files.__getitem__)
     rows = index.files_under(root, settings)
     row, todo, gone = next(rows, None), [], []
@@ -173,14 +179,14 @@ def _from_index(files: Sequence[str], index: DataIndex, root: str, settings: str
             gone.append(row[0])
             row = next(rows, None)
         key = _stat_key(path)
-        if key is not None:
-            keys[i] = key
         if row is not None and row[0] == path:
             if key is not None and row[1:6] == key:
                 checks[i] = FileCheck(row[6], row[7], (row[8], row[9]), row[10], row[11])
             row = next(rows, None)
         if checks[i] is None:
             todo.append(i)
+            if key is not None:
+                keys[i] = key
     gone += [r[0] for r in _rest(row, rows)]
     _forget(index, settings, gone)
     return todo

@@ -1,25 +1,30 @@
-"""Decode once: every image of a run, decoded and resized once into a store shared by runs,
-then read memory-mapped by every later epoch, evaluation and prediction on the split.
+"""Decode once: every image of a run larger than it needs, decoded and resized once into a
+store shared by runs, then read memory-mapped by every later epoch, evaluation and prediction
+on the split.
 
-A 12-megapixel JPEG costs 30-40 ms to decode even at 1/8 scale (draft mode still
+A 12-megapixel JPEG costs 25-40 ms to decode even at 1/8 scale (draft mode still
 entropy-decodes the whole file), so one core feeds ~30 photos per second, and a run that
 decodes every photo every epoch is the loader's, not the model's. The first pass over a
-run's images (before the feature-cache fill or the first epoch) decodes each one in threads
-(Pillow releases the GIL while decoding) and writes it to an image store
-(``store.RecordStore`` of kind ``images``):
+run's images (before the plan's first phase: the feature-cache fill or the first epoch)
+decodes each one in threads (Pillow releases the GIL while decoding) and keeps it in an image
+store (``store.RecordStore`` of kind ``images``):
 
-* **what**: the decoded RGB pixels (``load_image``: upright, converted), each side capped at
-  ``stored_side(resolution)`` (``ZOOM`` above the model's input: the largest size a pipeline
-  on the split resizes an image to is the test-time ``zoom`` view's; training and evaluation
-  resize to the input size itself), resized with Lanczos when larger. Smaller images are
-  stored as decoded, so their training inputs are bit-identical to decoding the file. Every
-  pipeline then applies its same transforms to the stored image (its first step resizes it
-  to a square of the input size, as it resized the file's).
-* **how**: raw ``uint8`` pixels, (rows, cols) per record in the index. FFCV (``ffcv.fields.
-  RGBImageField``) offers raw pixels or re-encoded JPEGs; measured on 2 cores, a 258x258 record
-  reads in ~0.03 ms raw against ~1.4 ms as a quality-90 JPEG (``benchmarks/results/
-  data_scale.json``, ``store_format``), at ~8x the disk (200 KB vs ~25 KB per photo): raw keeps
-  the loader free, and photos take ~5% of the disk their JPEGs take.
+* **what**: an image with a side over ``stored_side(resolution)`` (``ZOOM`` above the model's
+  input: the largest size a pipeline on the split resizes an image to is the test-time
+  ``zoom`` view's; training and evaluation resize to the input size itself) is decoded as
+  training decodes it (``load_image``: upright, converted) and resized with Lanczos so that
+  no side exceeds it. An image within that size costs little to decode (a 28-px PNG ~0.1 ms)
+  and would cost as much disk raw as its file several times over, so its record is empty:
+  it is read from its file, exactly as without a store, and the next run does not look at it
+  again. Every pipeline applies its same transforms to the stored image (its first step
+  resizes it to a square of the input size, as it resized the file's).
+* **how**: raw ``uint8`` pixels, (rows, cols) per record in the index. FFCV
+  (``ffcv.fields.RGBImageField``) stores raw pixels or re-encoded JPEGs; measured on 2 cores
+  for 258x258 records of the benchmark's photos (``benchmarks/results/data_scale.json``,
+  ``store_format``): 0.03 ms to read raw against 0.2 ms to decode a quality-90 JPEG, at 14x
+  the disk (195 KiB against 14 KiB). Both are ~100x cheaper than the photo (24 ms at 1/8
+  scale); raw is chosen because it is exact (a JPEG would re-compress what training sees)
+  and its disk is ~5% of the photos' own (3.7 MB each).
 * **keyed by** the file's content (SHA-256) under a spec of the stored side, the resampling,
   the decoder's settings and Pillow's version: a second run on the same photos at the same
   resolution reads them, whatever its ``--out``.
@@ -62,6 +67,7 @@ ZOOM = 1.15
 DISK_RESERVE = 1 * GIB
 _BATCH_BYTES = 64 * MIB  # decoded pixels appended to the store at a time
 _RESAMPLE = Image.Resampling.LANCZOS
+_FROM_FILE = np.zeros((0, 0, 3), dtype=np.uint8)  # an empty record: read the file
 
 Bar = Callable[[Iterable[Any], int], Iterable[Any]]
 
@@ -105,18 +111,18 @@ class DecodedImages:
 
     @property
     def stored(self) -> int:
-        """How many of the samples have a stored image."""
-        return int(self.locations.found.sum())
+        """How many of the samples have a stored image (the others are read from files)."""
+        return int((self.locations.nbytes > 0).sum())
 
     def get(self, i: int) -> Image.Image | None:
-        """Sample ``i``'s stored image, or None when it has none."""
+        """Sample ``i``'s stored image, or None when it has none (read its file)."""
         loc = self.locations
-        offset = int(loc.offsets[i])
-        if offset < 0:
+        offset, nbytes = int(loc.offsets[i]), int(loc.nbytes[i])
+        if offset < 0 or nbytes == 0:
             return None
         if self._map is None:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        pixels = self._map[offset : offset + int(loc.nbytes[i])]
+        pixels = self._map[offset : offset + nbytes]
         return Image.fromarray(pixels.reshape(int(loc.rows[i]), int(loc.cols[i]), 3))
 
 
@@ -128,6 +134,11 @@ class ImageStore:
     side: int
     added: int
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Where the store is, its size, and what this run added (for ``summary.json``)."""
+        return {"path": str(self.store.path), "bytes": self.store.end_bytes, "side": self.side,
+                "added": self.added, "fill_seconds": round(self.seconds, 3)}
 
     def view(self, samples: Sequence[Sample]) -> DecodedImages:
         """The stored images of ``samples`` (those without a record decode their file)."""
@@ -154,8 +165,9 @@ def decode_once(samples: Sequence[Sample], index: DataIndex, resolution: int, *,
             return None
         added = _fill(store, todo, side, workers, bar)
     seconds = time.perf_counter() - t0
-    log.info("decoded-image store %s: %s for %d images at most %d px a side (%d decoded now in "
-             "%.1f s)", store.path, format_bytes(store.end_bytes), len(samples), side, added, seconds)
+    log.info("decoded-image store %s: %s for %d images (larger ones at most %d px a side, smaller "
+             "ones read from their files; %d decoded now in %.1f s)", store.path,
+             format_bytes(store.end_bytes), len(samples), side, added, seconds)
     return ImageStore(store, side, added, seconds)
 
 
@@ -212,12 +224,13 @@ def _append(store: RecordStore, batch: list[tuple[bytes, np.ndarray]]) -> bool:
 
 def _decode(sample: Sample, side: int) -> np.ndarray | None:
     """(rows, cols, 3) uint8: the image decoded as training decodes it, sides capped at
-    ``side``; None when it no longer decodes (training then reports it as before)."""
+    ``side``; (0, 0, 3) when it is within ``side`` (read from its file); None when it no
+    longer decodes (training then reports it as before)."""
     try:
         image = load_image(sample.path, draft_size=side)
     except ImageLoadError:
         return None
     w, h = image.size
-    if w > side or h > side:
-        image = image.resize((min(w, side), min(h, side)), _RESAMPLE)
-    return np.asarray(image, dtype=np.uint8)
+    if w <= side and h <= side:
+        return _FROM_FILE
+    return np.asarray(image.resize((min(w, side), min(h, side)), _RESAMPLE), dtype=np.uint8)

@@ -158,8 +158,9 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
     for shift, width in _BLOCKS:
         key = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
         order = np.argsort(key, kind="stable")  # the block's table: positions by value
-        count = np.bincount(key, minlength=1 << width)  # how many hold each value
-        start = np.cumsum(count) - count  # where each value's run starts in ``order``
+        count = np.bincount(key, minlength=1 << width).astype(np.int32)  # how many per value
+        start = np.zeros_like(count)  # where each value's run starts in ``order``
+        np.cumsum(count[:-1], out=start[1:])
         for flip in (0, *(1 << b for b in range(width))):
             for i, j in _matches(key ^ flip, start, count, order):
                 keep = (i < j) & (np.bitwise_count(hashes[i] ^ hashes[j]) <= bits)

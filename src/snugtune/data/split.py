@@ -127,8 +127,9 @@ def _n_val(n: int, fraction: float) -> int:
 
 
 def _common_folder(samples: Sequence[Sample]) -> str:
+    folders = {os.path.dirname(s.path) for s in samples}  # few: one list per folder, not file
     try:
-        return os.path.commonpath([os.path.dirname(s.path) for s in samples])
+        return os.path.commonpath(list(folders))
     except ValueError:  # mixed absolute/relative or drives: rank by the full path
         return ""
 

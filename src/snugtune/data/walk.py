@@ -172,7 +172,7 @@ class _ClassDir:
     real: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Found:
     """A candidate file: its path, real path (None for a dangling link or a loop), and
     whether it was reached without any symlink from its class folder."""
@@ -319,25 +319,22 @@ class _ClassWalk:
 def _assign(found: list[tuple[_ClassDir, _Found]], trees: list[SplitTree]) -> None:
     """Give each file to its class: a real file outside every class folder reachable from
     several classes goes to none of them, and a second path to a file counts once."""
-    by_real: dict[str, list[tuple[int, _ClassDir, _Found]]] = {}
-    for i, (home, f) in enumerate(found):
-        if f.real is not None:
-            by_real.setdefault(f.real, []).append((i, home, f))
+    first: dict[str, int] = {}  # real path -> the first file reaching it
+    shared: dict[str, list[int]] = {}  # real path -> every file reaching it, when several do
+    for i, (_, f) in enumerate(found):
+        if f.real is not None and first.setdefault(f.real, i) != i:
+            shared.setdefault(f.real, [first[f.real]]).append(i)
+    del first
     drop: dict[int, str] = {}
-    for reachers in by_real.values():
-        if len(reachers) < 2:
-            continue
-        names = sorted({home.name for _, home, _ in reachers})
+    for idx in shared.values():
+        names = sorted({found[i][0].name for i in idx})
         if len(names) > 1:
             reason = f"conflicting labels: reachable from classes {', '.join(names)}"
-            drop.update((i, reason) for i, _, _ in reachers)
+            drop.update((i, reason) for i in idx)
         else:  # keep the path that needs no symlink, else the first one walked
-            keep = min(reachers, key=lambda r: (not r[2].direct, r[0]))
-            drop.update(
-                (i, f"duplicate path: same file as {keep[2].path}")
-                for i, _, _ in reachers
-                if i != keep[0]
-            )
+            keep = min(idx, key=lambda i: (not found[i][1].direct, i))
+            drop.update((i, f"duplicate path: same file as {found[keep][1].path}")
+                        for i in idx if i != keep)
     for i, (home, f) in enumerate(found):
         tree = trees[home.split]
         if i in drop:

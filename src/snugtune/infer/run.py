@@ -16,9 +16,11 @@ from snugtune.data import (
     DecodedImages,
     ImageDataset,
     Sample,
+    decode_once,
     eval_transform,
     make_loader,
     scan_folder,
+    split_folder,
 )
 from snugtune.errors import CheckpointError, DataError, ImageLoadError
 from snugtune.infer.onnx import OnnxModel, is_onnx_model
@@ -36,6 +38,7 @@ from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.rundir import RunDir
 from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
+from snugtune.store import CacheHome, DataIndex
 
 __all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views"]
 
@@ -149,23 +152,42 @@ def evaluate_run(
     dev = resolve_device(device)
     model, card = load_run(run_dir, dev)
     classes = list(card["classes"])
+    decoded: DecodedImages | None = None
     if data is None:
-        split = RunDir(run_dir).read_split()
-        if split is None or not split[1]:
-            raise DataError(f"{run_dir} has no validation split; pass a DATA folder to evaluate on")
-        samples: Sequence[Sample] = [Sample(path=p, label=k) for p, k in split[1]]
+        samples, decoded = _validation_split(RunDir(run_dir), int(card["preprocessing"]["size"]))
     else:
         samples = _samples_by_name(data, classes)
     if not tta:
         probs, labels = predict_samples(model, samples, card["preprocessing"], device=dev,
-                                        batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
+                                        batch_size=batch_size, workers=workers,
+                                        gpu_memory=gpu_memory, decoded=decoded)
         return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
     views, labels = predict_views(model, samples, card["preprocessing"], device=dev,
-                                  batch_size=batch_size, workers=workers, gpu_memory=gpu_memory)
+                                  batch_size=batch_size, workers=workers, gpu_memory=gpu_memory,
+                                  decoded=decoded)
     with_tta = classification_report(labels.tolist(), average_views(views).argmax(-1).tolist(), classes)
     plain = classification_report(labels.tolist(), views[0].argmax(-1).tolist(), classes)
     return TTAReport(accuracy=with_tta.accuracy, per_class=with_tta.per_class,
                      confusion=with_tta.confusion, classes=with_tta.classes, without_tta=plain)
+
+
+def _validation_split(run: RunDir, size: int) -> tuple[list[Sample], DecodedImages | None]:
+    """The run's validation samples, with their images from the decoded-image store: the run's
+    data folder is scanned through the data index (a file changed since is read as it is now),
+    and the store gets what it lacks. Without the folder, the files of ``split.json``."""
+    split = run.read_split()
+    if split is None or not split[1]:
+        raise DataError(f"{run.path} has no validation split; pass a DATA folder to evaluate on")
+    cfg = run.read_config()
+    try:
+        with DataIndex.open(CacheHome.at(cfg.cache_dir)) as index:
+            scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
+            val = split_folder(scan, cfg.val_split, cfg.seed, saved=split).val
+            images = decode_once(val, index, size, workers=cfg.workers)
+            return list(val), images.view(val) if images is not None else None
+    except DataError as e:  # the folder moved or changed shape: the listed files, decoded
+        log.info("evaluating the files of %s without the data index (%s)", run.split, e)
+        return [Sample(path=p, label=k) for p, k in split[1]], None
 
 
 def _samples_by_name(data: str | Path, classes: list[str]) -> list[Sample]:

@@ -61,6 +61,7 @@ def overview_section(summary: RunSummary, run: RunDir, created: str) -> list[Blo
         f"Resolution: {_resolution(summary.resolution)}",
         f"Device: {summary.device or MISSING}",
         *_flips_fact(summary.flip_check),
+        *_decoded_fact(summary.decoded_images),
         f"Total time: {fmt_seconds(summary.total_seconds)}" + (
             f" (time budget {fmt_seconds(summary.time_budget)}{_time_plan(summary)})"
             if summary.time_budget else ""),
@@ -80,6 +81,15 @@ def _flips_fact(check: Mapping[str, Any] | None) -> list[str]:
     return [f"Horizontal flips: {'kept' if check.get('flips') else 'turned off'} (the classes' "
             f"average images: median asymmetry {fmt_float(check.get('asymmetry'))}, flips kept "
             f"up to {fmt_float(check.get('max_asymmetry'))})"]
+
+
+def _decoded_fact(images: Mapping[str, Any] | None) -> list[str]:
+    if not images:
+        return ["Decoded images: none stored (the files were decoded where read)"]
+    return [f"Decoded images: {fmt_bytes(images.get('bytes'))}, sides at most "
+            f"{fmt_int(images.get('side'))} px, in `{images.get('path')}` "
+            f"({fmt_int(images.get('added'))} decoded by this run in "
+            f"{fmt_seconds(images.get('fill_seconds'))}; the others were there already)"]
 
 
 def phases_section(summary: RunSummary) -> list[Block]:

@@ -269,3 +269,24 @@ def test_jpeg_sizes_are_full_size_although_checked_in_draft_mode(tmp_path: Path)
         (tmp_path / c).mkdir()
         Image.new("RGB", (640, 480), (1, 2, 3)).save(tmp_path / c / "x.jpg")
     assert scan_folder(tmp_path).median_size == (640, 480)
+
+
+@pytest.mark.parametrize("error", [sqlite3.DatabaseError("database disk image is malformed"),
+                                   sqlite3.OperationalError("database is locked")])
+def test_an_index_that_fails_while_read_never_costs_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path,
+        caplog: pytest.LogCaptureFixture, error: sqlite3.DatabaseError) -> None:
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=3, size=16)
+    expected = scan_folder(root)
+
+    def failing(self, root, settings):  # noqa: ANN001, ANN202
+        yield from ()
+        raise error
+
+    monkeypatch.setattr(DataIndex, "files_under", failing)
+    decoded = _decodes(monkeypatch)
+    assert scan_folder(root) == expected and len(decoded) == 6
+    damaged = not isinstance(error, sqlite3.OperationalError)
+    assert ("rebuilding it" in caplog.text) == damaged
+    assert ("checking every file" in caplog.text) == (not damaged)
+    assert len(_rows(cache_dir)) == 6  # damaged: rebuilt and refilled; locked: left as it was
