@@ -21,7 +21,9 @@ Measures, each command in a fresh process (seconds and peak resident memory, ``w
 * store_format: reading a 258x258 record from the store (raw pixels) against decoding it as a
   quality-90 JPEG (FFCV's two choices), and the bytes of each;
 * feature_cache_reuse: two head-only runs on the same 2,000 small images with different
-  ``--out``: the second one's feature-cache hits.
+  ``--out``: the second one's feature-cache hits;
+* demo_split (``--demo``): ``make demo``'s run with the default split and with
+  ``--no-group-split``: copies across the split, and the best validation accuracy.
 
 Usage::
 
@@ -49,7 +51,7 @@ import numpy as np
 from PIL import Image
 
 from _machine import emit, load, machine
-from snugtune.data import scan_folder, split_folder
+from snugtune.data import scan_folder, split_folder, write_animal_mnist
 from snugtune.data.doctor import find_copies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,33 +157,35 @@ def _env(cache: Path, src: Path | None = None) -> dict[str, str]:
     return env
 
 
+# Forks the command from a small process and reports its rusage: a child forked from this
+# process (torch imported, ~1.1 GB resident) would inherit that high-water mark across exec.
+_SHIM = """import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\n@rusage " + json.dumps({"maxrss_kb": usage.ru_maxrss}) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run(argv: list[str], env: dict[str, str], timeout: float = 7200) -> dict[str, Any]:
-    """Run ``argv``: wall seconds, peak RSS (bytes, its own, from ``wait4``), exit code,
-    stdout (parsed as JSON when it is)."""
+    """Run ``argv``: wall seconds, peak RSS (bytes, its own: ``wait4`` in a small parent),
+    exit code, stdout (parsed as JSON when it is)."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
-        deadline = t0 + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                p.kill()
-            time.sleep(0.05)
-        seconds = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        text, errors = out.read().decode(), err.read().decode()
-    code = os.waitstatus_to_exitcode(status)
-    result: dict[str, Any] = {"seconds": round(seconds, 2), "peak_rss_bytes": usage.ru_maxrss * 1024,
-                              "exit_code": code}
+    p = subprocess.run([sys.executable, "-c", _SHIM, *argv], capture_output=True, text=True,
+                       env=env, stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    seconds = time.perf_counter() - t0
+    head, _, tail = p.stderr.rpartition("\n@rusage ")
+    rss_kb = json.loads(tail)["maxrss_kb"] if tail.startswith("{") else 0
+    result: dict[str, Any] = {"seconds": round(seconds, 2), "peak_rss_bytes": rss_kb * 1024,
+                              "exit_code": p.returncode}
     try:
-        result["output"] = json.loads(text)
+        result["output"] = json.loads(p.stdout)
     except ValueError:
-        result["output_tail"] = text[-500:]
-    if code != 0:
-        result["stderr_tail"] = errors[-2000:]
+        result["output_tail"] = p.stdout[-500:]
+    if p.returncode != 0:
+        result["stderr_tail"] = head[-2000:]
     return result
 
 
@@ -389,6 +393,28 @@ def measure_feature_reuse(work: Path, n: int = 2000) -> dict[str, Any]:
     return out
 
 
+def measure_demo_split(work: Path) -> dict[str, Any]:
+    """``make demo``'s run (Animal-MNIST, defaults) with the default split, which keeps each
+    group of copies on one side, and with ``--no-group-split`` (the plain split, as before
+    the group split): the doctor's counts and the best validation accuracy of each."""
+    data, cache = write_animal_mnist(work / "animal_mnist"), work / "cache_demo"
+    out: dict[str, Any] = {"data": "Animal-MNIST, 10 x 1,000 28x28 PNG, defaults (make demo)"}
+    for name, flags in (("group_split", []), ("plain_split", ["--no-group-split"])):
+        doctor = run(snugtune("doctor", str(data), "--json", *flags), _env(cache))
+        found = (doctor.pop("output", None) or {}).get("doctor", {})
+        trained = run(snugtune("train", str(data), "--out", str(work / f"run_{name}"),
+                               "--no-progress", "--json", *flags), _env(cache))
+        summary = trained.pop("output", None) or {}
+        out[name] = {"counts": found.get("counts"), "kept_together": found.get("kept_together"),
+                     "best_val_accuracy": summary.get("best_val_accuracy"),
+                     "num_val": summary.get("num_val"), "train": trained,
+                     "doctor_seconds": doctor["seconds"]}
+        shutil.rmtree(work / f"run_{name}", ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
@@ -397,6 +423,8 @@ def main() -> None:
     p.add_argument("--before", type=Path, help="src/ of snugtune before the decoded-image store")
     p.add_argument("--work", type=Path, help="folder for the generated data (default: a temp dir)")
     p.add_argument("--skip", nargs="*", default=[], choices=["store_format", "feature_reuse"])
+    p.add_argument("--demo", action="store_true",
+                   help="also train make demo's run with and without the group split (~6 min)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="snugtune-scale-", dir=args.work))
@@ -409,6 +437,8 @@ def main() -> None:
         report["small"] = [measure_small(work, n) for n in args.sizes]
         if args.photos:
             report["photos"] = measure_photos(work, args.photos, args.repeats, args.before)
+        if args.demo:
+            report["demo_split"] = measure_demo_split(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     emit(report, args.out)

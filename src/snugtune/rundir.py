@@ -238,9 +238,10 @@ class RunDir:
 
     def start(self, cfg: TrainConfig) -> None:
         """Begin a run here: write the resolved config, and drop what a run that died before
-        its first checkpoint left (its split and plan were made for other settings)."""
+        its first checkpoint left (its scan record, split and plan were made for other
+        settings)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in (self.split, self.plan):
+        for stale in (self.scan, self.split, self.plan):
             stale.unlink(missing_ok=True)
         write_text(self.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 

@@ -117,3 +117,16 @@ def test_gpu_truth_capped_run_reports_where_the_step_ended(monkeypatch: pytest.M
     assert tight["capped_error"] is None and tight["capped_micro_batch"] < 16  # it halved
     none = gt._capped(model(), cfg, cpu, 1000)  # not even the weights
     assert none["capped_micro_batch"] is None and none["capped_error"].startswith("BudgetError")
+
+
+def test_data_scale_finds_the_planted_copies_and_measures_each_process(tmp_path: Path) -> None:
+    ds = _benchmark("data_scale")
+    out = ds.measure_small(tmp_path, 600)
+    assert out["files"] == 600 + 3 + 3 + 1 and out["planted_groups"] == 7
+    assert out["doctor"]["planted_found"] == 7 and out["doctor"]["extra_groups"] == 0
+    assert out["cold_scan"]["output"]["images"] == out["files"]
+    for step in ("cold_scan", "warm_scan", "grouping", "doctor", "plan"):
+        assert out[step]["exit_code"] == 0, out[step].get("stderr_tail")
+        assert 50 * 2**20 < out[step]["peak_rss_bytes"] < 8 * 2**30  # its own, not this process's
+    assert out["grouping"]["output"]["groups"] == 7
+    assert not (tmp_path / "small_600").exists()  # the generated data is deleted

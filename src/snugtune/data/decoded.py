@@ -5,7 +5,7 @@ on the split.
 A 12-megapixel JPEG costs 25-40 ms to decode even at 1/8 scale (draft mode still
 entropy-decodes the whole file), so one core feeds ~30 photos per second, and a run that
 decodes every photo every epoch is the loader's, not the model's. The first pass over a
-run's images (before the plan's first phase: the feature-cache fill or the first epoch)
+run's images (after the plan, before the first phase's feature-cache fill or first epoch)
 decodes each one in threads (Pillow releases the GIL while decoding) and keeps it in an image
 store (``store.RecordStore`` of kind ``images``):
 
@@ -13,7 +13,7 @@ store (``store.RecordStore`` of kind ``images``):
   input: the largest size a pipeline on the split resizes an image to is the test-time
   ``zoom`` view's; training and evaluation resize to the input size itself) is decoded as
   training decodes it (``load_image``: upright, converted) and resized with Lanczos so that
-  no side exceeds it. An image within that size costs little to decode (a 28-px PNG ~0.1 ms)
+  no side exceeds it. An image within that size costs little to decode (a 28-px PNG 0.04 ms)
   and would cost as much disk raw as its file several times over, so its record is empty:
   it is read from its file, exactly as without a store, and the next run does not look at it
   again. Every pipeline applies its same transforms to the stored image (its first step
@@ -22,8 +22,8 @@ store (``store.RecordStore`` of kind ``images``):
   (``ffcv.fields.RGBImageField``) stores raw pixels or re-encoded JPEGs; measured on 2 cores
   for 258x258 records of the benchmark's photos (``benchmarks/results/data_scale.json``,
   ``store_format``): 0.03 ms to read raw against 0.2 ms to decode a quality-90 JPEG, at 14x
-  the disk (195 KiB against 14 KiB). Both are ~100x cheaper than the photo (24 ms at 1/8
-  scale); raw is chosen because it is exact (a JPEG would re-compress what training sees)
+  the disk (195 KiB against 14 KiB). Both are over 100x cheaper than the photo (24.5 ms at
+  1/8 scale); raw is chosen because it is exact (a JPEG would re-compress what training sees)
   and its disk is ~5% of the photos' own (3.7 MB each).
 * **keyed by** the file's content (SHA-256) under a spec of the stored side, the resampling,
   the decoder's settings and Pillow's version: a second run on the same photos at the same

@@ -124,10 +124,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise CheckpointError(f"{run.path} already holds a run; continue it with --resume "
                               f"{run.path} or choose another --out")
     resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
-    with session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main):
+    with (session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main),
+          DataIndex.open(CacheHome.at(cfg.cache_dir)) as index):
         if world.is_main:
             run.start(cfg)
-        return _run(cfg, run, world, checkpoint=None)
+        return _run(cfg, run, world, index, checkpoint=None)
 
 
 def resume(run_dir: str | Path) -> TrainResult:
@@ -139,18 +140,14 @@ def resume(run_dir: str | Path) -> TrainResult:
     """
     run = RunDir(run_dir)
     cfg = run.read_config()
-    with session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main):
-        return _run(cfg, run, world, checkpoint=load_checkpoint(run.checkpoints))
+    with (session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main),
+          DataIndex.open(CacheHome.at(cfg.cache_dir)) as index):
+        return _run(cfg, run, world, index, checkpoint=load_checkpoint(run.checkpoints))
 
 
-def _run(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None) -> TrainResult:
+def _run(cfg: TrainConfig, run: RunDir, world: World, index: DataIndex,
+         checkpoint: Checkpoint | None) -> TrainResult:
     started = time.perf_counter()
-    with DataIndex.open(CacheHome.at(cfg.cache_dir)) as index:
-        return _run_with(cfg, run, world, checkpoint, started, index)
-
-
-def _run_with(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None,
-              started: float, index: DataIndex) -> TrainResult:
     setup, state = _setup(cfg, run, world, checkpoint, started, index)
     metrics: MetricsLog | NullMetrics = MetricsLog(run) if world.is_main else NullMetrics()
     metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
