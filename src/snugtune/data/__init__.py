@@ -25,7 +25,7 @@ from snugtune.data.demo import ANIMAL_MNIST_CLASSES, write_animal_mnist
 from snugtune.data.images import IMAGE_EXTENSIONS, load_image
 from snugtune.data.loader import ImageDataset, SeededDataset, default_workers, make_loader
 from snugtune.data.results import Copies, DataBundle, FileIssue, Sample, ScanResult
-from snugtune.data.scan import MIN_SIDE_PX, open_index, scan_folder
+from snugtune.data.scan import MIN_SIDE_PX, scan_folder
 from snugtune.data.split import split_folder, split_samples
 from snugtune.data.synthetic import make_image_folder
 
@@ -51,7 +51,6 @@ __all__ = [
     "load_image",
     "make_image_folder",
     "make_loader",
-    "open_index",
     "scan_folder",
     "split_folder",
     "split_samples",

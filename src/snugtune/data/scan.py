@@ -22,9 +22,9 @@ from snugtune.data.check import MIN_SIDE_PX, FileCheck, Progress, check_files
 from snugtune.data.results import FileIssue, Sample, ScanResult
 from snugtune.data.walk import SplitTree, find_splits, walk_splits
 from snugtune.errors import DataError
-from snugtune.store import CacheHome, DataIndex
+from snugtune.store import DataIndex
 
-__all__ = ["MIN_SIDE_PX", "open_index", "scan_folder"]
+__all__ = ["MIN_SIDE_PX", "scan_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,6 @@ class _Split:
     converted: list[FileIssue]
     sizes: list[tuple[int, int]]
     unusable: dict[str, list[str]]  # class -> reasons, for classes left with no usable image
-
-
-@contextlib.contextmanager
-def open_index(index: DataIndex | None = None, cache_dir: str | os.PathLike[str] | None = None,
-               ) -> Iterator[DataIndex]:
-    """``index`` itself, else the data index of the cache folder ``cache_dir`` names (see
-    ``store.cache_dir``), opened for the block and closed after it."""
-    if index is not None:
-        yield index
-        return
-    with DataIndex.open(CacheHome.at(cache_dir)) as opened:
-        yield opened
 
 
 def scan_folder(
@@ -80,7 +68,7 @@ def scan_folder(
     trees = walk_splits([train_dir] if val_dir is None else [train_dir, val_dir])
     classes = _classes(root_path, trees)
     files = [f for t in trees for name in sorted(t.classes) for f in t.classes[name]]
-    with open_index(index, cache_dir) as idx:
+    with contextlib.nullcontext(index) if index is not None else DataIndex.at(cache_dir) as idx:
         checks, counts = check_files(files, idx, root=str(root_path), workers=workers,
                                      progress=progress)
     found = iter(checks)

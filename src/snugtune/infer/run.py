@@ -38,7 +38,7 @@ from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.rundir import RunDir
 from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
-from snugtune.store import CacheHome, DataIndex
+from snugtune.store import DataIndex
 
 __all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views"]
 
@@ -180,7 +180,7 @@ def _validation_split(run: RunDir, size: int) -> tuple[list[Sample], DecodedImag
         raise DataError(f"{run.path} has no validation split; pass a DATA folder to evaluate on")
     cfg = run.read_config()
     try:
-        with DataIndex.open(CacheHome.at(cfg.cache_dir)) as index:
+        with DataIndex.at(cfg.cache_dir) as index:
             scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
             val = split_folder(scan, cfg.val_split, cfg.seed, saved=split).val
             images = decode_once(val, index, size, workers=cfg.workers)

@@ -79,7 +79,7 @@ from snugtune.step import (
     resolve_device,
     train_step,
 )
-from snugtune.store import CacheHome, DataIndex
+from snugtune.store import DataIndex
 
 __all__ = ["TrainResult", "resume", "run_epoch", "train"]
 
@@ -125,7 +125,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                               f"{run.path} or choose another --out")
     resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
     with (session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main),
-          DataIndex.open(CacheHome.at(cfg.cache_dir)) as index):
+          DataIndex.at(cfg.cache_dir) as index):
         if world.is_main:
             run.start(cfg)
         return _run(cfg, run, world, index, checkpoint=None)
@@ -141,7 +141,7 @@ def resume(run_dir: str | Path) -> TrainResult:
     run = RunDir(run_dir)
     cfg = run.read_config()
     with (session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main),
-          DataIndex.open(CacheHome.at(cfg.cache_dir)) as index):
+          DataIndex.at(cfg.cache_dir) as index):
         return _run(cfg, run, world, index, checkpoint=load_checkpoint(run.checkpoints))
 
 

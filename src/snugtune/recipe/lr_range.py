@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from snugtune.config import TrainConfig
-from snugtune.data import make_loader, open_index
+from snugtune.data import make_loader
 from snugtune.models import build_classifier
 from snugtune.recipe.setup import choose_resolution, image_dataset, load_folder
 from snugtune.report.plots import plot_lr_find
@@ -39,6 +39,7 @@ from snugtune.step import (
     resolve_device,
     train_step,
 )
+from snugtune.store import DataIndex
 
 __all__ = ["LRFind", "lr_find"]
 
@@ -69,7 +70,7 @@ class LRFind:
 def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: float = 10.0,
             plot: Path | None = None) -> LRFind:
     """Run the range test on the first phase of ``cfg`` (see the module docstring)."""
-    with open_index(cache_dir=cfg.cache_dir) as index:
+    with DataIndex.at(cfg.cache_dir) as index:
         folder = load_folder(cfg, index)
     scan, train = folder.scan, folder.train
     device = resolve_device(cfg.device)

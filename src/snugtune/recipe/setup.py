@@ -18,7 +18,6 @@ from snugtune.data import (
     Sample,
     ScanResult,
     build_transforms,
-    open_index,
     scan_folder,
     split_folder,
 )
@@ -165,7 +164,7 @@ def diagnose_folder(cfg: TrainConfig) -> tuple[ScanResult, DataDoctor]:
     Raises:
         DataError: the folder cannot be used.
     """
-    with open_index(cache_dir=cfg.cache_dir) as index:
+    with DataIndex.at(cfg.cache_dir) as index:
         data = load_folder(cfg, index)
     return data.scan, diagnose(data)
 
@@ -177,7 +176,7 @@ def plan_folder(cfg: TrainConfig) -> Plan:
     Raises:
         DataError: the folder cannot be used. BudgetError: nothing fits the budget.
     """
-    with open_index(cache_dir=cfg.cache_dir) as index:
+    with DataIndex.at(cfg.cache_dir) as index:
         data = load_folder(cfg, index)
     model = build_model(cfg.model, len(data.classes), cfg.head_hidden, cfg.pre_logits)
     resolution = choose_resolution(cfg.resolution, model.preprocessing, data.scan.median_size)

@@ -4,7 +4,7 @@
 
     CacheHome.at(dir)              -> the cache folder's file names (--cache-dir,
                                       $SNUGTUNE_CACHE_DIR, ~/.cache/snugtune)
-    DataIndex.open(home)           -> the SQLite index: per-file checks by file identity,
+    DataIndex.open(home), .at(dir) -> the SQLite index: per-file checks by file identity,
                                       stores and their records; rebuilt when damaged
     RecordStore(index, kind, spec) -> an append-only data file of records found by content
     cache_usage(home), clear_cache  -> what is cached where, how big; delete it all

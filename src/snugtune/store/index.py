@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -125,6 +126,11 @@ class DataIndex:
                     conn = _rebuilt(home, f"made by another snugtune version (schema {version}, "
                                           f"this one reads {SCHEMA_VERSION})", timeout_s)
         return cls(home, conn, persistent=True)
+
+    @classmethod
+    def at(cls, cache_dir: str | os.PathLike[str] | None = None) -> DataIndex:
+        """The index of the cache folder ``cache_dir`` names (``store.cache_dir``)."""
+        return cls.open(CacheHome.at(cache_dir))
 
     @classmethod
     def _private(cls, home: CacheHome, e: BaseException) -> DataIndex:

@@ -45,7 +45,7 @@ def model(weights: str = "none"):
 
 def inputs(tmp: Path, m, data: DataBundle, aug: AugmentConfig = NO_AUG, res: int = 16, **kw):
     cfg = TrainConfig(data=str(tmp), augment=aug, workers=0, progress=False, **kw)
-    with DataIndex.open(CacheHome.at()) as index:
+    with DataIndex.at() as index:
         return phase_inputs(cfg, m, data, res, SETUP, CPU, index)  # type: ignore[arg-type]
 
 
