@@ -79,8 +79,14 @@ class Proc:
         return self.popen.wait(timeout=TIMEOUT_S)
 
 
+# Ctrl-C reaches the run as it would from a terminal: a test session started in the background
+# (``make test &``, nohup) hands its children SIGINT ignored, which exec keeps.
+_SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def snugtune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snugtune", *args]
+    return [sys.executable, "-c", _SIGINT_DEFAULT, "-m", "snugtune", *args]
 
 
 def frozen_at(point: str, marker: Path, *args: str) -> list[str]:

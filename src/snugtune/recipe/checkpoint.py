@@ -68,7 +68,9 @@ def _signals_held() -> Iterator[None]:
     previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(sig)
-        if handler is not None:  # None: set outside Python, could not be restored
+        # None: set outside Python, could not be restored; SIG_IGN: ignored (nohup, a
+        # background job), nothing to hold
+        if handler is not None and handler != signal.SIG_IGN:
             previous[sig] = signal.signal(sig, hold)
     try:
         yield

@@ -343,3 +343,27 @@ def test_a_signal_during_the_write_is_delivered_after_the_checkpoint_is_complete
         assert signal.getsignal(sig) is stop  # handler restored
     finally:
         signal.signal(sig, previous)
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers can only be set in the main thread",
+)
+def test_an_ignored_signal_stays_ignored_and_is_not_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup or `cmd &`
+    try:
+        real_save = torch.save
+
+        def save_then_signal(obj: Any, f: Any) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            real_save(obj, f)
+
+        monkeypatch.setattr(torch, "save", save_then_signal)
+        save_checkpoint(tmp_path / "ckpt", state(1))  # no interrupt: the run goes on
+        assert "finishing the checkpoint" not in caplog.text
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
