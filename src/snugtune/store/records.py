@@ -147,13 +147,6 @@ class RecordStore:
         self.index.add_records(self.key, rows, at)
         return at - end
 
-    def open_map(self) -> np.memmap | np.ndarray:
-        """The committed data, memory-mapped read-only (uint8)."""
-        end = self.end_bytes
-        if end == 0:
-            return np.zeros(0, dtype=np.uint8)
-        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(end,))
-
     def free_bytes(self) -> int:
         """Free space on the disk that holds the store."""
         folder = self.path.parent
