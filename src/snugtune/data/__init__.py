@@ -26,7 +26,7 @@ from snugtune.data.images import IMAGE_EXTENSIONS, load_image
 from snugtune.data.loader import ImageDataset, SeededDataset, default_workers, make_loader
 from snugtune.data.results import Copies, DataBundle, FileIssue, Sample, ScanResult
 from snugtune.data.scan import MIN_SIDE_PX, scan_folder
-from snugtune.data.split import split_folder, split_samples
+from snugtune.data.split import saved_samples, split_folder, split_samples
 from snugtune.data.synthetic import make_image_folder
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "load_image",
     "make_image_folder",
     "make_loader",
+    "saved_samples",
     "scan_folder",
     "split_folder",
     "split_samples",

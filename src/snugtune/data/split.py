@@ -25,7 +25,7 @@ from snugtune.data.results import DataBundle, Sample, ScanResult
 from snugtune.errors import ConfigError
 from snugtune.step import derive_seed
 
-__all__ = ["split_folder", "split_samples"]
+__all__ = ["saved_samples", "split_folder", "split_samples"]
 
 
 def split_folder(scan: ScanResult, val_fraction: float, seed: int, *, group_copies: bool = True,
@@ -41,8 +41,7 @@ def split_folder(scan: ScanResult, val_fraction: float, seed: int, *, group_copi
     copies = find_copies(everything)
     kept = 0
     if saved is not None:
-        found = {s.path: s for s in everything}
-        train, val = (tuple(_known(found, p, k) for p, k in part) for part in saved)
+        train, val = (saved_samples(scan, part) for part in saved)
     elif scan.val_samples is not None:
         train, val = scan.samples, scan.val_samples
     else:
@@ -52,10 +51,12 @@ def split_folder(scan: ScanResult, val_fraction: float, seed: int, *, group_copi
     return DataBundle(scan, train, val, copies.moved(everything, train + val), kept)
 
 
-def _known(found: dict[str, Sample], path: str, label: int) -> Sample:
-    """The scanned sample of ``path`` (with its fingerprints) under the saved ``label``."""
-    s = found.get(path)
-    return Sample(path, label) if s is None else Sample(path, label, s.sha256, s.phash)
+def saved_samples(scan: ScanResult, saved: Sequence[tuple[str, int]]) -> tuple[Sample, ...]:
+    """A saved (path, label) list as samples with the scan's fingerprints (none for a file the
+    scan no longer has)."""
+    found = {s.path: s for s in scan.samples + (scan.val_samples or ())}
+    return tuple(Sample(p, k) if (s := found.get(p)) is None else Sample(p, k, s.sha256, s.phash)
+                 for p, k in saved)
 
 
 def split_samples(

@@ -19,8 +19,8 @@ from snugtune.data import (
     decode_once,
     eval_transform,
     make_loader,
+    saved_samples,
     scan_folder,
-    split_folder,
 )
 from snugtune.errors import CheckpointError, DataError, ImageLoadError
 from snugtune.infer.onnx import OnnxModel, is_onnx_model
@@ -182,7 +182,7 @@ def _validation_split(run: RunDir, size: int) -> tuple[list[Sample], DecodedImag
     try:
         with DataIndex.at(cfg.cache_dir) as index:
             scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
-            val = split_folder(scan, cfg.val_split, cfg.seed, saved=split).val
+            val = saved_samples(scan, split[1])  # no copies to find: the split is saved
             images = decode_once(val, index, size, workers=cfg.workers)
             return list(val), images.view(val) if images is not None else None
     except DataError as e:  # the folder moved or changed shape: the listed files, decoded
