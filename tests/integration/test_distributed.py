@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from snugtune.cli import main
@@ -92,6 +93,40 @@ if RANK == os.environ.get("DIE_RANK") and os.environ.get("TORCHELASTIC_RESTART_C
         return original(*a, **k)
 
     recipe.run_epoch = dying
+
+if os.environ.get("RECORD"):  # each rank's micro-batches and final weights, per phase
+    import json, torch
+    import snugtune.recipe.finetune as recipe
+
+    run_epoch, train_phase = recipe.run_epoch, recipe._train_phase
+
+    def recording_epoch(*a, **k):
+        out = run_epoch(*a, **k)
+        with open(os.path.join(os.environ["AUDIT_LOGS"], f"micro-rank{RANK}.jsonl"), "a") as f:
+            f.write(json.dumps({"micro": out.micro.size, "seen": out.train.seen,
+                                "recoveries": len(out.micro.recoveries)}) + "\n")
+        return out
+
+    def recording_phase(cfg, run, setup, state, *a, **k):
+        after = train_phase(cfg, run, setup, state, *a, **k)
+        torch.save(setup.model.state_dict(), os.path.join(
+            os.environ["AUDIT_LOGS"], f"weights-rank{RANK}-phase{state.phase_index}.pt"))
+        return after
+
+    recipe.run_epoch, recipe._train_phase = recording_epoch, recording_phase
+
+if RANK == os.environ.get("FAULT_RANK"):  # this rank runs out of memory in every step
+    import time, torch
+    import snugtune.step.loop as loop
+
+    def failing(*a, **k):
+        stamp = os.path.join(os.environ["AUDIT_LOGS"], "fault-time")
+        if not os.path.exists(stamp):
+            with open(stamp, "w") as f:
+                f.write(str(time.time()))
+        raise torch.OutOfMemoryError("injected on one rank")
+
+    loop._accumulate = failing
 
 from snugtune.cli import main
 sys.exit(main())
@@ -199,3 +234,58 @@ def test_a_worker_group_restarted_by_torchrun_resumes_by_itself(
     assert "resuming" in proc.stderr
     assert_same_training(run, reference)
     assert written(tmp_path, 1) == [], "rank 1 wrote into the run folder"
+
+
+# Full fine-tuning of a 0.4 MB model at 32 px: activations outweigh weights (tests/integration/
+# test_oom.py); a global batch of 16 gives each rank 8, at micro-batch 8: accumulation 1, so
+# every backward is the step's last.
+OOM_ARGS = ["--model", "timm:test_efficientnet", "--weights", "none", "--res", "32",
+            "--workers", "0", "--no-progress", "--device", "cpu", "--deterministic",
+            "--no-feature-cache", "--head-epochs", "0", "--finetune-epochs", "2",
+            "--finetune-trainable", "all", "--head-dropout", "0"]
+
+
+def _peak_at(data: Path, out: Path, micro: int) -> int:
+    """The fine-tuning peak of one process at ``micro`` (8 images per step, no cap)."""
+    assert main(["train", str(data), "--out", str(out), *OOM_ARGS, "--batch-size", "8",
+                 "--gpu-memory", "1GiB", "--micro-batch", str(micro)]) == 0
+    return int(json.loads(RunDir(out).summary.read_text())["phases"][1]["measured_peak_bytes"])
+
+
+def test_an_oom_in_every_ranks_last_backward_halves_both_and_keeps_them_equal(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    budget = (_peak_at(tiny_data, tmp_path / "mb2", 2) + _peak_at(tiny_data, tmp_path / "mb8", 8)) // 2
+    run = tmp_path / "run"
+    proc, _ = torchrun(tmp_path, run, ["train", str(tiny_data), "--out", str(run), *OOM_ARGS,
+                                       "--batch-size", "16", "--gpu-memory", str(budget),
+                                       "--micro-batch", "8"], extra_env={"RECORD": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_train = len(json.loads(RunDir(run).split.read_text())["train"])
+    assert [int(r["samples_seen"]) for r in rows(run)] == [n_train, n_train]  # each image once
+    finetune = json.loads(RunDir(run).summary.read_text())["phases"][1]
+    assert finetune["oom_recoveries"] >= 1 and finetune["recoveries"][0]["from"] == 8
+    epochs = [[json.loads(line) for line in (tmp_path / "audit" / f"micro-rank{r}.jsonl")
+               .read_text().splitlines()] for r in range(2)]
+    assert [e["micro"] for e in epochs[0]] == [e["micro"] for e in epochs[1]]  # halved together
+    # epoch 1's second step has 7 images a rank; the first 8-image step with AdamW's state
+    # (epoch 2) runs out of memory, on both ranks, and both finish the phase halved
+    assert all(2 <= ranks[-1]["micro"] < 8 and ranks[-1]["recoveries"] >= 1 for ranks in epochs)
+    a, b = (torch.load(tmp_path / "audit" / f"weights-rank{r}-phase1.pt") for r in range(2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_fault_on_one_rank_ends_both_within_a_minute_with_its_reason(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    proc, _ = torchrun(tmp_path, run, ["train", str(tiny_data), "--out", str(run), *ARGS],
+                       extra_env={"FAULT_RANK": "1"})
+    ended = time.time()
+    assert proc.returncode != 0
+    fault = float((tmp_path / "audit" / "fault-time").read_text())
+    assert ended - fault < 60
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2, proc.stderr[-3000:]  # one line from each rank, one cause
+    assert any("out of memory at micro-batch 1" in e and "rank 1" not in e for e in errors)
+    assert any("rank 1 could not finish its share of step 1" in e for e in errors)

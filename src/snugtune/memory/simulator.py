@@ -9,7 +9,8 @@ a line of the step knowing about it::
     for step in range(2):
         train_step(model, optimizer, x, y, ...)   # x: (A*B, 3, R, R), A = min(accumulation, 2)
             # per micro-batch: to_device, forward under autocast, weighted soft-target loss,
-            # backward; then optimizer.step() (fused AdamW / Adam, foreach SGD on CUDA)
+            # backward; data-parallel: the gradient sum's buckets (step.sync); then
+            # optimizer.step() (fused AdamW / Adam, foreach SGD on CUDA)
     evaluate(model, [(x_eval, y_eval)], ...)      # the evaluation step, no grad
 
 ``device="cuda"`` means CUDA semantics while computing on fake CPU tensors (a GPU is not
@@ -41,8 +42,10 @@ from snugtune.memory.trace import Category, Trace
 from snugtune.memory.tracker import MemoryTracker
 from snugtune.step import (
     AUTOCAST_DTYPES,
+    Alone,
     MicroBatch,
     StepContext,
+    StepSync,
     build_optimizer,
     evaluate,
     param_groups,
@@ -76,6 +79,8 @@ class StepConfig:
         steps: optimizer steps to simulate (2: the first creates the optimizer state).
         eval_step: also simulate an evaluation forward pass at the same batch size.
         label_smoothing: of the loss (does not change memory; kept for parity).
+        world_size: data-parallel processes; above 1 each step ends with the gradient sum of
+            ``snugtune.step.sync`` (its bucket buffers), with nothing communicated.
     """
 
     batch: int
@@ -91,14 +96,15 @@ class StepConfig:
     steps: int = 2
     eval_step: bool = True
     label_smoothing: float = 0.0
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
-        if self.batch < 1 or self.res < 1 or self.steps < 1 or self.accumulation < 1:
-            raise ValueError("batch, res, steps and accumulation must be >= 1")
+        if min(self.batch, self.res, self.steps, self.accumulation, self.world_size) < 1:
+            raise ValueError("batch, res, steps, accumulation and world_size must be >= 1")
         parse_trainable(self.trainable)  # raises ValueError naming the accepted forms
 
     def phase(self) -> PhaseConfig:
@@ -143,9 +149,12 @@ def run_steps(
     *,
     tracker: MemoryTracker | None = None,
     classes: int | None = None,
+    sync: StepSync | None = None,
 ) -> int:
     """Run the trainer's step ``cfg.steps`` times and its evaluation once, on whatever tensors
     ``model`` holds (fakes in :func:`simulate`; real ones to measure), watched by ``tracker``.
+    A data-parallel step (``cfg.world_size`` > 1) ends with ``sync``, by default one that
+    communicates nothing (``step.Alone``); a real one measures a real data-parallel step.
 
     The model must already be configured (trainable set, checkpointing). Returns the smallest
     micro-batch the steps ended at: ``cfg.batch`` unless an out-of-memory error was recovered
@@ -163,6 +172,8 @@ def run_steps(
     groups = param_groups(head_of(model), blocks_of(model), model, phase)
     optimizer = build_optimizer(groups, phase, cfg.device)
     watch = _Watch(tracker, optimizer, cuda) if tracker is not None else None
+    if sync is None and cfg.world_size > 1:
+        sync = StepSync(Alone(cfg.world_size))
     smallest = cfg.batch
     with watch.hooks(model) if watch else nullcontext(), _semantics(cfg):
         if watch:
@@ -170,7 +181,8 @@ def run_steps(
         for step in range(cfg.steps):
             model.train()
             x, y = _batch(cfg.batch * min(cfg.accumulation, 2), cfg, host, ctx.num_classes, watch)
-            micro = train_step(model, optimizer, x, y, ctx, MicroBatch(cfg.batch), step=step)[1]
+            micro = train_step(model, optimizer, x, y, ctx, MicroBatch(cfg.batch), step=step,
+                               sync=sync)[1]
             smallest = min(smallest, micro.size)
             del x, y
         if watch:

@@ -31,6 +31,7 @@ class PlanContext:
     num_classes: int
     num_train: int
     batch: int  # the local batch (``step.local_batch``): what one device takes per step
+    world_size: int = 1  # data-parallel processes: each step ends with a gradient sum
     sweeps: dict[tuple[object, ...], BatchSweep] = field(default_factory=dict)
 
     @property
@@ -68,6 +69,7 @@ class PlanContext:
                 checkpointing=cand.checkpointing, channels_last=cand.channels_last,
                 device=self.device, weight_decay=phase.weight_decay,
                 accumulation=accumulation, label_smoothing=phase.label_smoothing,
+                world_size=self.world_size,
             )
             self.sweeps[key] = BatchSweep(
                 self.model, step, classes=self.num_classes, name=self.cfg.model

@@ -70,7 +70,8 @@ def plan_run(
         device: ``cuda`` or ``cpu``, the device the plan is for.
         model: the model to plan for (a ``Classifier``, real or on the meta device); built
             from ``cfg.model`` on the meta device when omitted. It is not modified.
-        world_size: data-parallel processes sharing each batch (the budget is per device).
+        world_size: data-parallel processes sharing each batch (the budget is per device; each
+            step's gradient sum is simulated).
         gpu: the GPU's profile (``memory.resolve_gpu``: measured on the card present, or
             offline); by default ``get_gpu_profile(cfg.gpu)``. Without ``--gpu-memory`` a plan
             for a measured card fits the memory this process may use on it.
@@ -87,7 +88,7 @@ def plan_run(
             cfg.model, num_classes, cfg.head_hidden, cfg.pre_logits),
         gpu=gpu or get_gpu_profile(cfg.gpu), device=dev, resolution=resolution,
         num_classes=num_classes, num_train=num_train,
-        batch=local_batch(cfg.batch_size, num_train, world_size),
+        batch=local_batch(cfg.batch_size, num_train, world_size), world_size=world_size,
     )
     phases = tuple(plan_phase(ctx, ph) for ph in cfg.phases)
     sims = sum(s.simulations for s in ctx.sweeps.values())

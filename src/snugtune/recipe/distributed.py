@@ -13,14 +13,15 @@ Policies (the single-process run is the reference; a data-parallel run takes the
   when the batch does not divide evenly. A final global batch with fewer images than
   processes is merged into the previous step, so every rank takes the same number of steps
   and every image is trained on exactly once per epoch: nothing is padded or dropped.
-* **Exact gradients.** Each rank's loss is normalised by its own share's total sample weight
-  ``T_r``; a DDP communication hook scales each rank's gradient by ``T_r / T`` (``T``: the
-  global batch's weight, one scalar all-reduce per step) and sums. The update is the
-  single-process update whatever the shares, class weights or label smoothing.
-* **One synchronisation per step.** DDP all-reduces only on the last micro-batch of a step on
-  each rank (``no_sync`` for the others), so ranks may differ in micro-batch counts (uneven
-  shares, an OOM retry on one device) without mismatched collectives. An OOM *inside* that
-  synchronising backward cannot be retried; it ends the run with an error on every rank.
+* **Exact gradients, agreed steps.** Each rank runs its share's micro-batches on its own (an
+  out-of-memory error halves and redoes them there, as in one process), then the ranks agree
+  and sum the gradients once per step (``snugtune.step.sync``: no collective inside a
+  forward or backward pass, so no OOM can leave one half-issued). Each rank's gradient is
+  scaled by ``T_r / T`` (its share's total sample weight over the global batch's) and summed:
+  the update is the single-process update whatever the shares, class weights or label
+  smoothing. All ranks continue at the smallest micro-batch any rank needed; a rank that
+  cannot finish its share (out of memory at micro-batch 1, any error) stops every rank at
+  that step with one error naming it.
 * **Not bit-identical by nature.** Dropout masks and MixUp/CutMix partners are drawn per
   rank over its share (the mixing stays within a share), so such runs are a different,
   equally valid, random draw from a single process's; everything else matches up to float
@@ -35,7 +36,10 @@ Policies (the single-process run is the reference; a data-parallel run takes the
   (:meth:`World.main_first`).
 * **Per device.** Budget and plan are per device: each rank's batch is
   ``ceil(batch_size / world_size)``; ``micro_batch`` and ``accumulation`` in the metrics are
-  per process. DDP buckets are the gradients themselves (``gradient_as_bucket_view``).
+  per process. The gradient sum's buffers (at most ``step.sync.IN_FLIGHT`` buckets of 25 MB)
+  are in the per-rank plan: the simulator runs the same sum.
+* **Weights.** Rank 0's parameters and buffers are broadcast once when a phase starts
+  (:meth:`World.broadcast_weights`), as DDP does; identical updates keep them equal after.
 * **Failures.** A rank that dies makes torchrun's elastic agent stop the others and report
   the failed rank; a peer lost inside a collective raises :class:`DistributedError`. Hung
   peers are bounded by the process-group timeout, ``SNUGTUNE_DIST_TIMEOUT_S`` (default
@@ -49,11 +53,10 @@ Policies (the single-process run is the reference; a data-parallel run takes the
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -66,14 +69,13 @@ from torch.utils.data import Dataset, Subset
 from snugtune.errors import DistributedError
 from snugtune.recipe.sampler import EpochSampler
 from snugtune.recipe.shards import ShardedBatches, sharded_loader
-from snugtune.step import Stats, StepContext, soft_targets, weight_total
+from snugtune.step import Stats, StepSync
 
 __all__ = [
     "DistributedError",
     "NullMetrics",
     "ShardedBatches",
     "World",
-    "begin_step",
     "restarted_by_torchrun",
     "session",
     "sharded_loader",
@@ -163,11 +165,17 @@ class World:
             return dataset
         return Subset(dataset, range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """``module`` in DistributedDataParallel with the step-sync policy (see module doc)."""
-        if not self.enabled:
-            return module
-        return SyncedDDP(module, self)
+    def broadcast_weights(self, module: nn.Module) -> None:
+        """Rank 0's parameters and buffers in ``module`` on every rank (as DDP starts)."""
+        if self.enabled:
+            with torch.no_grad():
+                for t in [*module.parameters(), *module.buffers()]:
+                    _collective(dist.broadcast, t.data, src=0)
+
+    def step_sync(self) -> StepSync | None:
+        """How each training step ends among the ranks (None: one process)."""
+        return StepSync(_ProcessGroupPeers(self.rank, self.world_size, self.device)) \
+            if self.enabled else None
 
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Rank 0's floating buffers (BatchNorm running statistics) on every rank."""
@@ -191,74 +199,37 @@ class NullMetrics:
         """Nothing to close."""
 
 
-@dataclass
-class _HookState:
-    factor: float = 1.0
+@dataclass(frozen=True)
+class _ProcessGroupPeers:
+    """``step.sync.Peers`` over the default process group (gloo or NCCL)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def all_gather(self, values: Sequence[float]) -> list[list[float]]:
+        mine = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        rows = [torch.empty_like(mine) for _ in range(self.world_size)]
+        _collective(dist.all_gather, rows, mine)
+        return [r.tolist() for r in rows]
+
+    def all_reduce_async(self, t: Tensor) -> _Waiting:
+        return _Waiting(_collective(dist.all_reduce, t, async_op=True))
+
+    def broadcast_text(self, text: str, src: int) -> str:
+        box = [text]
+        _collective(dist.broadcast_object_list, box, src=src)
+        return str(box[0])
 
 
-def _scaled_sum_hook(state, bucket):  # type: ignore[no-untyped-def]
-    """All-reduce ``sum_r (T_r / T) * grad_r``: the gradient of the global batch's loss.
+@dataclass(frozen=True)
+class _Waiting:
+    """An async collective whose wait reports a lost peer as ``DistributedError``."""
 
-    ``state`` is a ``_HookState``, ``bucket`` a ``dist.GradBucket``; the result a
-    ``Future[Tensor]``. Left unannotated: DDP checks the annotations by identity, and string
-    annotations (``from __future__ import annotations``) fail that check.
-    """
-    buf = bucket.buffer()
-    buf.mul_(state.factor)
-    fut = dist.all_reduce(buf, async_op=True).get_future()  # type: ignore[union-attr]
-    return fut.then(lambda f: f.value()[0])
+    work: Any
 
-
-# Buffers are broadcast once per epoch instead of before every forward (a collective per
-# micro-batch would need equal micro-batch counts on every rank); the flag was renamed.
-_NO_FORWARD_BUFFER_SYNC: dict[str, Any] = (
-    {"forward_sync_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
-    else {"broadcast_buffers": False}
-)
-
-
-class SyncedDDP(nn.Module):
-    """DDP that all-reduces once per step, on this rank's last micro-batch, exactly scaled.
-
-    Call :meth:`begin_step` with the step's local labels before the step. A micro-batch is the
-    last when the images forwarded since the step's gradients were cleared reach the local
-    batch; the gradients are found cleared (``grad is None``) at a step's start and after an
-    OOM retry's ``zero_grad``, so a retried step counts from zero again.
-    """
-
-    def __init__(self, module: nn.Module, world: World) -> None:
-        super().__init__()
-        cuda = world.device.type == "cuda"
-        self.ddp = nn.parallel.DistributedDataParallel(
-            module, device_ids=[world.device.index] if cuda else None,
-            gradient_as_bucket_view=True, find_unused_parameters=False, **_NO_FORWARD_BUFFER_SYNC)
-        self._state = _HookState()
-        self.ddp.register_comm_hook(self._state, _scaled_sum_hook)
-        self._world = world
-        self._sentinel = [p for p in module.parameters() if p.requires_grad][-1:]
-        self._expected = self._seen = 0
-
-    def begin_step(self, y: Tensor, ctx: StepContext) -> None:
-        """Set the step's local batch size and the gradient scale ``T_r / T``."""
-        local = float(weight_total(soft_targets(y, ctx.num_classes, ctx.label_smoothing),
-                                   ctx.class_weights))
-        total = self._world.all_sum([local])[0]
-        self._state.factor = local / total if total else 0.0
-        self._expected, self._seen = int(y.shape[0]), 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self._sentinel or self._sentinel[0].grad is None:
-            self._seen = 0
-        self._seen += int(x.shape[0])
-        self.ddp.require_backward_grad_sync = self._seen >= self._expected
-        return self.ddp(x)  # type: ignore[no-any-return]
-
-
-def begin_step(module: nn.Module, y: Tensor, ctx: StepContext) -> None:
-    """:meth:`SyncedDDP.begin_step` when ``module`` is one; nothing for a plain module."""
-    if isinstance(module, SyncedDDP):
-        module.begin_step(y, ctx)
+    def wait(self) -> object:
+        return _collective(self.work.wait)
 
 
 def _picklable(e: BaseException) -> BaseException:

@@ -40,7 +40,6 @@ from snugtune.recipe.distributed import (
     NullMetrics,
     ShardedBatches,
     World,
-    begin_step,
     restarted_by_torchrun,
     session,
     sharded_loader,
@@ -69,6 +68,7 @@ from snugtune.step import (
     PhaseSchedule,
     Stats,
     StepContext,
+    StepSync,
     build_optimizer,
     build_scheduler,
     eval_micro_batch,
@@ -265,7 +265,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
 @dataclass(frozen=True)
 class _PhaseParts:
     """What a phase's epochs run: its inputs and step context, loaders, the module that trains
-    (wrapped for data parallelism when there are peers), optimizer, schedule, loss scaler, the
+    and how its steps end among the ranks, optimizer, schedule, loss scaler, the
     best weights so far (from a checkpoint inside the phase), and its epochs."""
 
     inputs: PhaseInputs
@@ -273,7 +273,7 @@ class _PhaseParts:
     sampler: EpochSampler | ShardedBatches
     loader: DataLoader[Any]
     val_loader: DataLoader[Any] | None
-    module: nn.Module
+    sync: StepSync | None
     optimizer: torch.optim.Optimizer
     scheduler: PhaseSchedule
     scaler: torch.amp.GradScaler | None
@@ -317,8 +317,8 @@ def _phase_parts(cfg: TrainConfig, setup: Setup, phase: PhaseConfig, plan: Phase
         scheduler.load_state_dict(checkpoint["scheduler"])
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-    return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.wrap(inputs.module),
-                       optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None,
+    world.broadcast_weights(inputs.module)
+    return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.step_sync(), optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None,
                        epochs)
 
 
@@ -345,11 +345,10 @@ def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: Pea
               clock: PhaseClock | None = None) -> EpochOutcome:
     """One epoch: a step per batch (the meter counts one step of a phase's first epoch, the
     clock times the first steps), then validation. What trains is ``parts.inputs.module``
-    (the classifier, or its head on cached features), through ``parts.module`` (the same in
-    DDP when there are peers)."""
+    (the classifier, or its head on cached features)."""
     t0 = time.perf_counter()
     model, world, ctx = setup.model, setup.world, parts.ctx
-    net, module, optimizer, loader = parts.inputs.module, parts.module, parts.optimizer, parts.loader
+    net, optimizer, loader = parts.inputs.module, parts.optimizer, parts.loader
     model.train()
     stats = Stats()
     counted = sampled_step(len(loader)) if state.phase.epoch == 0 else -1
@@ -360,11 +359,11 @@ def run_epoch(parts: _PhaseParts, micro: MicroBatch, *, setup: Setup, meter: Pea
     for step, (x, y) in enumerate(batches):
         if clock is not None and clock.stop(state.phase.epoch, step):
             break  # the time budget ends the phase inside this epoch
-        begin_step(module, y, ctx)
         with (meter.sampling(held_tensors(model, optimizer)) if step == counted
               else contextlib.nullcontext()):
-            step_stats, micro = train_step(module, optimizer, x, y, ctx, micro, step=step,
-                                           epoch=state.global_epoch + 1, scaler=parts.scaler)
+            step_stats, micro = train_step(net, optimizer, x, y, ctx, micro, step=step,
+                                           epoch=state.global_epoch + 1, scaler=parts.scaler,
+                                           sync=parts.sync)
         parts.scheduler.step()
         if timing:
             clock.step_done(step)  # type: ignore[union-attr]

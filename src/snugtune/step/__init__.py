@@ -8,6 +8,7 @@ fake ones.
     autocast / grad_scaler / resolve_device             precision and device         device
     set_checkpointing(blocks, indices)                  activation checkpointing     checkpointing
     train_step / evaluate                               the step, OOM-recovering     loop, microbatch
+    StepSync(peers)                                     a data-parallel step's end   sync
     derive_seed(...)                                    every random stream's seed   seeding
 """
 
@@ -37,14 +38,18 @@ from snugtune.step.optim import (
     param_groups,
 )
 from snugtune.step.seeding import derive_seed
+from snugtune.step.sync import Alone, Peers, StepSync
 
 __all__ = [
     "AUTOCAST_DTYPES",
+    "Alone",
     "CPU_FORWARD_CHUNK",
     "MicroBatch",
+    "Peers",
     "PhaseSchedule",
     "Stats",
     "StepContext",
+    "StepSync",
     "autocast",
     "balanced_class_weights",
     "build_optimizer",

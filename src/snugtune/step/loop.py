@@ -24,6 +24,7 @@ from snugtune.errors import BudgetError
 from snugtune.step.device import autocast
 from snugtune.step.loss import soft_targets, weight_total, weighted_loss_sum
 from snugtune.step.microbatch import MicroBatch, retry_halving
+from snugtune.step.sync import StepSync
 
 __all__ = ["CPU_FORWARD_CHUNK", "Stats", "StepContext", "eval_micro_batch", "evaluate",
            "train_step"]
@@ -130,23 +131,38 @@ def train_step(
     step: int,
     epoch: int = 0,
     scaler: torch.amp.GradScaler | None = None,
+    sync: StepSync | None = None,
 ) -> tuple[Stats, MicroBatch]:
     """One optimizer step over an effective batch ``x`` (B, 3, H, W), ``y`` (B,).
 
+    With ``sync`` (data-parallel: ``x`` is this rank's share), the micro-batches run on this
+    rank alone, then every rank agrees and sums the gradients (``step.sync``).
+
     Returns:
         The batch's sums (weighted loss, correct, images) and the micro-batch the step ran at
-        (smaller than ``micro`` after an out-of-memory recovery).
+        (smaller than ``micro`` after an out-of-memory recovery, here or on another rank).
 
     Raises:
         BudgetError: out of memory at micro-batch 1, or in the optimizer step.
+        DistributedError: another rank could not finish its share.
     """
     if ctx.mixer is not None:
         x, y = ctx.mixer(x, y)
     t = soft_targets(y, ctx.num_classes, ctx.label_smoothing)  # (B, C)
     total_w = weight_total(t, ctx.class_weights)
-    (loss_sum, correct), micro = retry_halving(
-        lambda mb: _accumulate(model, x, t, ctx, mb, total_w, scaler), micro,
-        where="train", step=step, epoch=epoch, rewind=_rewinder(model, optimizer))
+    failure: BaseException | None = None
+    loss_sum, correct = 0.0, 0
+    try:
+        (loss_sum, correct), micro = retry_halving(
+            lambda mb: _accumulate(model, x, t, ctx, mb, total_w, scaler), micro,
+            where="train", step=step, epoch=epoch, rewind=_rewinder(model, optimizer))
+    except Exception as e:  # noqa: BLE001 - the peers must hear of any failure, then it is raised
+        if sync is None:
+            raise
+        failure = e
+    if sync is not None:
+        micro = sync.finish(model, weight=float(total_w), micro=micro, failure=failure, step=step,
+                            epoch=epoch)
     try:
         if scaler is not None:
             scaler.step(optimizer)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +187,56 @@ def test_run_steps_returns_the_micro_batch_it_ended_at():
     with VirtualDeviceBudget(budget):
         ended = run_steps(tiny_cnn(), cfg, classes=5)
     assert 2 <= ended < 16
+
+
+def wide_head(classes: int = 5) -> nn.Module:
+    """Weights far larger than a micro-batch's activations: the gradient sum is the peak."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 256),
+                         nn.ReLU(), nn.Linear(256, classes))
+
+
+DATA_PARALLEL = StepConfig(batch=2, res=16, device="cpu", world_size=2, eval_step=False)
+
+# Two gloo processes (a file store): each measures its real data-parallel step on real tensors
+# with the tracker the simulation uses, and writes its training peak.
+MEASURE = r'''
+import json, sys, torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[4])
+from test_simulate import DATA_PARALLEL, real_trace, wide_head
+import snugtune.memory.simulator as simulator
+from snugtune.recipe.distributed import World
+
+rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+sync = World(rank=rank, world_size=2).step_sync()
+run_steps = simulator.run_steps
+simulator.run_steps = lambda *a, **k: run_steps(*a, **k, sync=sync)
+peak = real_trace(wide_head(), DATA_PARALLEL).peak("train", None).bytes
+json.dump({"peak": peak}, open(out, "w"))
+dist.destroy_process_group()
+'''
+
+
+def test_a_data_parallel_step_plans_its_gradient_buckets_and_measures_so(tmp_path: Path) -> None:
+    """The per-rank plan of a data-parallel step holds the gradient sum's packed buckets (one
+    bucket here: every gradient, 0.55 MB), and two real processes measure that peak."""
+    model = wide_head()
+    one = simulate(model, replace(DATA_PARALLEL, world_size=1), classes=5).peak("train", None).bytes
+    two = simulate(model, DATA_PARALLEL, classes=5).peak("train", None).bytes
+    grads = sum(p.numel() * p.element_size() for p in model.parameters())
+    # at the sum: weights, gradients, AdamW's two states and the packed bucket (5 x weights),
+    # against 4 x weights plus a micro-batch's activations in one process's backward
+    assert two == pytest.approx(5 * grads, rel=0.01) and two - one >= 0.9 * grads
+
+    (tmp_path / "test_simulate.py").write_text(Path(__file__).read_text())
+    (tmp_path / "measure.py").write_text(MEASURE)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "measure.py"), str(r),
+                               str(tmp_path / "store"), str(tmp_path / f"out{r}.json"),
+                               str(tmp_path)]) for r in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    for r in range(2):
+        measured = json.loads((tmp_path / f"out{r}.json").read_text())["peak"]
+        assert abs(two - measured) <= 0.01 * measured, (r, two, measured)

@@ -1,8 +1,10 @@
-"""Data-parallel pieces: batch sharding, single-process no-ops, and the exact DDP step.
+"""Data-parallel pieces: batch sharding, single-process no-ops, and the agreed step.
 
-The DDP step is checked in two real gloo processes (a file store, no ports): one optimizer
-step with unequal shares (5 + 4 images), different micro-batch counts per rank (3 and 2),
-class weights and label smoothing gives the same parameters as one process on the whole batch.
+The step is checked in two real gloo processes (a file store, no ports): one optimizer step
+with unequal shares (5 + 4 images), different micro-batch counts per rank (1 and 2), class
+weights and label smoothing gives the same parameters as one process on the whole batch,
+also when one rank runs out of memory inside a backward; a rank that cannot finish its share
+stops both with its reason.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -53,7 +57,8 @@ def test_a_single_process_world_changes_nothing() -> None:
     w = World()
     assert not w.enabled and w.is_main and local_batch(7, 100, w.world_size) == 7
     m = nn.Linear(2, 2)
-    assert w.wrap(m) is m and w.from_main(lambda: 3) == 3 and w.main_first(lambda: 4) == 4
+    w.broadcast_weights(m)
+    assert w.step_sync() is None and w.from_main(lambda: 3) == 3 and w.main_first(lambda: 4) == 4
     stats = Stats(1.5, 2, 3)
     assert w.reduce_stats(stats) is stats and w.all_sum([1.0]) == [1.0]
     assert isinstance(w.epoch_sampler(10, 4), EpochSampler)
@@ -62,26 +67,43 @@ def test_a_single_process_world_changes_nothing() -> None:
 
 
 CHILD = r'''
-import json, sys, torch
+import json, sys, time, torch
 import torch.distributed as dist
 from torch import nn
 sys.path.insert(0, sys.argv[4])
 from common import batch, ctx, model
-from snugtune.recipe.distributed import SyncedDDP, World
+from snugtune.recipe.distributed import World
 from snugtune.step import MicroBatch, train_step
 
-rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rank, store, out, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[5]
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
 x, y = batch()
 blocks = [b.tolist() for b in torch.tensor_split(torch.arange(len(y)), 2)]  # 5 + 4 images
 xr, yr = x[blocks[rank]], y[blocks[rank]]
 net = model()
-ddp = SyncedDDP(net, World(rank=rank, world_size=2))
+world = World(rank=rank, world_size=2)
+world.broadcast_weights(net)
+backwards = [0]
+
+def oom_in_backward(grad):  # the first layer's gradient: the end of a micro-batch's backward
+    backwards[0] += 1
+    if rank == 1 and (mode == "fault" or (mode == "oom" and backwards[0] == 2)):
+        raise torch.OutOfMemoryError("injected")
+    return grad
+
+net[0].weight.register_hook(oom_in_backward)
 opt = torch.optim.SGD(net.parameters(), lr=1.0)
-ddp.begin_step(yr, ctx())
-stats, _ = train_step(ddp, opt, xr, yr, ctx(), MicroBatch(2 if rank == 0 else 3), step=0)
-loss_sum = stats.loss_sum
-json.dump({"params": [p.detach().tolist() for p in net.parameters()], "loss_sum": loss_sum}, open(out, "w"))
+micro = MicroBatch(5 if rank == 0 else 2)  # rank 0: 1 micro-batch, rank 1: 2
+result = {}
+try:
+    stats, micro = train_step(net, opt, xr, yr, ctx(), micro, step=0, sync=world.step_sync())
+    result = {"loss_sum": stats.loss_sum, "micro": micro.size,
+              "recoveries": [r.to_dict() for r in micro.recoveries]}
+except Exception as e:
+    result = {"error": type(e).__name__, "message": str(e)}
+result["params"] = [p.detach().tolist() for p in net.parameters()]
+result["ended"] = time.time()
+json.dump(result, open(out, "w"))
 dist.destroy_process_group()
 '''
 
@@ -104,26 +126,69 @@ def ctx():
 '''
 
 
-def test_one_ddp_step_equals_the_single_process_step(tmp_path: Path) -> None:
+def _two_ranks(tmp_path: Path, mode: str) -> list[dict[str, Any]]:
+    """One training step of ``model()`` in two gloo processes (see ``CHILD``)."""
     (tmp_path / "common.py").write_text(COMMON)
     (tmp_path / "child.py").write_text(CHILD)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(r),
+                               str(tmp_path / "store"), str(tmp_path / f"out{r}.json"),
+                               str(tmp_path), mode])
+             for r in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    return [json.loads((tmp_path / f"out{r}.json").read_text()) for r in range(2)]
+
+
+def _single_process(tmp_path: Path) -> tuple[float, list[torch.Tensor]]:
     sys.path.insert(0, str(tmp_path))
     try:
         from common import batch, ctx, model  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(r),
-                               str(tmp_path / "store"), str(tmp_path / f"out{r}.json"), str(tmp_path)])
-             for r in range(2)]
-    assert all(p.wait(timeout=300) == 0 for p in procs)
-    outs = [json.loads((tmp_path / f"out{r}.json").read_text()) for r in range(2)]
-
     net = model()
     x, y = batch()
     stats, _ = train_step(net, torch.optim.SGD(net.parameters(), lr=1.0), x, y, ctx(),
                           MicroBatch(9), step=0)
-    loss_sum = stats.loss_sum
+    return stats.loss_sum, [p.detach() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("mode", ["plain", "oom"])
+def test_a_data_parallel_step_equals_the_single_process_step(tmp_path: Path, mode: str) -> None:
+    """Unequal shares (5 + 4), different micro-batch counts (1 and 2), class weights and label
+    smoothing; with ``oom``, rank 1 runs out of memory in its second micro-batch's backward
+    (after the first one's gradients accumulated) and redoes its share at micro-batch 1."""
+    outs = _two_ranks(tmp_path, mode)
+    loss_sum, params = _single_process(tmp_path)
     assert sum(o["loss_sum"] for o in outs) == pytest.approx(loss_sum, rel=1e-6)
     for o in outs:  # both ranks hold the single-process parameters
-        for got, want in zip(o["params"], net.parameters(), strict=True):
-            assert torch.allclose(torch.tensor(got), want.detach(), atol=1e-6)
+        for got, want in zip(o["params"], params, strict=True):
+            assert torch.allclose(torch.tensor(got), want, atol=1e-6)
+    if mode == "oom":  # both ranks go on at the smaller micro-batch
+        assert [o["micro"] for o in outs] == [1, 1]
+        assert outs[1]["recoveries"] == [{"epoch": 0, "step": 0, "from": 2, "to": 1}]
+        assert outs[0]["recoveries"] == [{"epoch": 0, "step": 0, "from": 5, "to": 1}]
+    else:
+        assert [o["micro"] for o in outs] == [2, 2]
+
+
+def test_a_rank_that_cannot_finish_its_share_stops_every_rank_with_its_reason(
+    tmp_path: Path
+) -> None:
+    """Rank 1 runs out of memory in every backward, down to micro-batch 1: both ranks end
+    the step with an error (no hang, no step taken), rank 0's naming rank 1 and why."""
+    t0 = time.time()
+    outs = _two_ranks(tmp_path, "fault")
+    assert outs[1]["error"] == "BudgetError" and "micro-batch 1" in outs[1]["message"]
+    assert outs[0]["error"] == "DistributedError"
+    assert "rank 1 could not finish its share of step 1" in outs[0]["message"]
+    assert "BudgetError: out of memory at micro-batch 1" in outs[0]["message"]
+    assert max(o["ended"] for o in outs) - t0 < 60
+    _, params = _single_process(tmp_path)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from common import model
+    finally:
+        sys.path.remove(str(tmp_path))
+    start = [p.detach() for p in model().parameters()]
+    for o in outs:  # no update was applied anywhere
+        for got, want in zip(o["params"], start, strict=True):
+            assert torch.equal(torch.tensor(got), want)
