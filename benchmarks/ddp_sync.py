@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,7 +31,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import emit, load, machine  # noqa: E402
-
 from snugtune.recipe.distributed import World  # noqa: E402
 from snugtune.step import MicroBatch, StepContext, train_step  # noqa: E402
 
@@ -44,43 +42,46 @@ def _model(name: str) -> nn.Module:
     return getattr(torchvision.models, name)(num_classes=10)
 
 
+def _time_model(name: str, rank: int, x: torch.Tensor, y: torch.Tensor,
+                args: argparse.Namespace) -> dict[str, list[float]]:
+    """Step times of DDP and of snugtune's agreed step, interleaved after warm-up."""
+    plain = _model(name)
+    ddp = nn.parallel.DistributedDataParallel(plain)
+    opt_ddp = torch.optim.AdamW(plain.parameters(), lr=1e-3)
+    ours = _model(name)
+    world = World(rank=rank, world_size=2)
+    world.broadcast_weights(ours)
+    sync = world.step_sync()
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+    ctx = StepContext(device=torch.device("cpu"), num_classes=10)
+
+    def ddp_step() -> None:
+        nn.functional.cross_entropy(ddp(x), y).backward()
+        opt_ddp.step()
+        opt_ddp.zero_grad(set_to_none=True)
+
+    def our_step() -> None:
+        train_step(ours, opt_ours, x, y, ctx, MicroBatch(args.batch), step=0, sync=sync)
+
+    times: dict[str, list[float]] = {"ddp": [], "snugtune": []}
+    for i in range(args.warmup + args.steps):
+        for label, fn in (("ddp", ddp_step), ("snugtune", our_step))[:: 1 if i % 2 else -1]:
+            dist.barrier()
+            t0 = time.perf_counter()
+            fn()
+            dist.barrier()
+            if i >= args.warmup:
+                times[label].append(time.perf_counter() - t0)
+    return times
+
+
 def _worker(rank: int, store: str, args: argparse.Namespace, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     g = torch.Generator().manual_seed(rank)
     x = torch.randn(args.batch, 3, args.res, args.res, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
-    ctx = StepContext(device=torch.device("cpu"), num_classes=10)
-    results: dict[str, Any] = {}
-    for name in MODELS:
-        plain = _model(name)
-        ddp = nn.parallel.DistributedDataParallel(plain)
-        opt_ddp = torch.optim.AdamW(plain.parameters(), lr=1e-3)
-        ours = _model(name)
-        world = World(rank=rank, world_size=2)
-        world.broadcast_weights(ours)
-        sync = world.step_sync()
-        opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
-
-        def ddp_step() -> None:
-            loss = nn.functional.cross_entropy(ddp(x), y)
-            loss.backward()
-            opt_ddp.step()
-            opt_ddp.zero_grad(set_to_none=True)
-
-        def our_step() -> None:
-            train_step(ours, opt_ours, x, y, ctx, MicroBatch(args.batch), step=0, sync=sync)
-
-        times: dict[str, list[float]] = {"ddp": [], "snugtune": []}
-        for i in range(args.warmup + args.steps):
-            for label, fn in (("ddp", ddp_step), ("snugtune", our_step))[:: 1 if i % 2 else -1]:
-                dist.barrier()
-                t0 = time.perf_counter()
-                fn()
-                dist.barrier()
-                if i >= args.warmup:
-                    times[label].append(time.perf_counter() - t0)
-        results[name] = times
+    results = {name: _time_model(name, rank, x, y, args) for name in MODELS}
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()

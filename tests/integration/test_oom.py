@@ -179,20 +179,26 @@ def test_budget_below_the_weights_fails_before_any_step(
     assert not (tmp_path / "tiny" / "metrics.csv").exists() or not _rows(tmp_path / "tiny")
 
 
-def test_evaluate_under_a_budget_halves_batches_and_reports_the_same(
+def test_evaluate_under_a_budget_starts_where_training_ended_and_reports_the_same(
     recovered: Path, tiny_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
 
     from snugtune import evaluate
     from snugtune.errors import BudgetError
+    from snugtune.infer import training_limits
 
     free = evaluate(recovered, tiny_data)
     base = _held_with_the_model(recovered)
+    trained = _finetune(recovered)["micro_batch"]
+    assert training_limits(RunDir(recovered), torch.device("cpu"), None) == (
+        json.loads(RunDir(recovered).summary.read_text())["phases"][FINETUNE]["budget_bytes"],
+        trained)  # without --gpu-memory: the run's budget, at the micro-batch it ended at
     caplog.set_level(logging.INFO, logger="snugtune.infer.run")
-    # measured at batch 64 (all 36 images in one batch): fits 4 at a time
+    # a batch of 64 (all 36 images) forwarded ``trained`` at a time: an inference forward
+    # needs less than the training step that fitted at that size, so nothing halves
     tight = evaluate(recovered, tiny_data, batch_size=64, gpu_memory=base + 1_000_000)
-    assert "at most 4 at a time" in caplog.text
+    assert "at most" not in caplog.text
     assert tight.accuracy == free.accuracy and tight.confusion == free.confusion
     with pytest.raises(BudgetError, match="needed at micro-batch 1"):
         evaluate(recovered, tiny_data, gpu_memory=base + 100_000)
@@ -232,3 +238,79 @@ def test_predict_batches_under_a_budget_takes_folders_and_names_a_bad_path(
         assert main(["predict", str(recovered), *argv]) == 1
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and Path(argv[-1]).name in err and "rescans" not in err, err
+
+
+class _CapSpy:
+    """Records, for each device step called, the budgets of the caps open at that moment."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from snugtune.memory import meter
+
+        self.open: list[int | None] = []
+        self.calls: list[tuple[str, tuple[int | None, ...]]] = []
+        enter, exit_ = meter.PeakMeter.__enter__, meter.PeakMeter.__exit__
+
+        def entering(m: Any) -> Any:
+            self.open.append(m.budget_bytes)
+            return enter(m)
+
+        def exiting(m: Any, *a: Any) -> Any:
+            self.open.pop()
+            return exit_(m, *a)
+
+        monkeypatch.setattr(meter.PeakMeter, "__enter__", entering)
+        monkeypatch.setattr(meter.PeakMeter, "__exit__", exiting)
+        self.monkeypatch = monkeypatch
+
+    def watch(self, target: str, name: str) -> None:
+        module, attr = target.rsplit(".", 1)
+        import importlib
+
+        owner = importlib.import_module(module)
+        original = getattr(owner, attr)
+
+        def spied(*a: Any, **k: Any) -> Any:
+            self.calls.append((name, tuple(self.open)))
+            return original(*a, **k)
+
+        self.monkeypatch.setattr(owner, attr, spied)
+
+
+def test_every_device_step_of_a_run_and_of_its_uses_runs_under_the_cap(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feature-cache fill, the time budget's forward measurement, training, evaluation
+    and the final predictions of ``train``, then ``evaluate``, ``evaluate --tta``, ``predict``
+    and ``lr-find``: each runs while the ``--gpu-memory`` cap is held (the virtual device on
+    the CPU; on CUDA the same ``PeakMeter`` caps the allocator). The uses of a run hold the
+    budget it trained under when none is given."""
+    spy = _CapSpy(monkeypatch)
+    from snugtune.recipe.inputs import _Encoder
+
+    fill = _Encoder.__call__
+
+    def filling(self: Any, x: Any) -> Any:
+        spy.calls.append(("fill", tuple(spy.open)))
+        return fill(self, x)
+
+    monkeypatch.setattr(_Encoder, "__call__", filling)
+    spy.watch("snugtune.recipe.timing.measure_forward", "time budget")
+    spy.watch("snugtune.recipe.finetune.train_step", "train")
+    spy.watch("snugtune.recipe.finetune.evaluate", "validate")
+    spy.watch("snugtune.infer.run.evaluate", "predict")
+    spy.watch("snugtune.recipe.lr_range.train_step", "lr-find")
+    run, budget = tmp_path / "run", 1 << 30
+    flags = ["--model", "timm:test_resnet", "--weights", "none", "--res", "32", "--workers", "0",
+             "--no-progress", "--device", "cpu", "--batch-size", "8", "--head-epochs", "1",
+             "--finetune-epochs", "1"]
+    assert main(["train", str(tiny_data), "--out", str(run), *flags, "--gpu-memory", "1GiB",
+                 "--time-budget", "30m"]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--tta"]) == 0
+    image = next(p for p in tiny_data.rglob("*.png"))
+    assert main(["predict", str(run), str(image)]) == 0
+    assert main(["lr-find", str(tiny_data), *flags, "--gpu-memory", "1GiB", "--steps", "3"]) == 0
+    names = {name for name, _ in spy.calls}
+    assert names == {"fill", "time budget", "train", "validate", "predict", "lr-find"}
+    uncapped = [(name, caps) for name, caps in spy.calls if budget not in caps]
+    assert uncapped == []

@@ -188,7 +188,7 @@ def calibration(name: str, info: DeviceInfo, console: Console | None = None) -> 
         ("bf16 tensor cores", "yes" if info.bf16 else "no"),
         ("torch / CUDA", f"{info.torch} / {info.cuda}"),
         ("module loading", info.module_loading),
-        ("this process's usage from", "NVML" if info.nvml else "the card's used memory"),
+        ("this process's usage from", info.reading or ("NVML" if info.nvml else "the card's used memory")),
     ):
         table.add_row(label, value)
     console.print(table)

@@ -40,7 +40,8 @@ from snugtune.rundir import RunDir
 from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
 from snugtune.store import DataIndex
 
-__all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views"]
+__all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views",
+           "training_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +70,30 @@ def predict_samples(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
     gpu_memory: int | None = None, tta: bool = False, decoded: DecodedImages | None = None,
+    micro_batch: int | None = None, context_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(N, C) probabilities and (N,) labels over ``samples`` (their images read from
     ``decoded``, the decoded-image store's view of them, where it holds them).
 
     Batches that run out of memory are halved and retried; ``gpu_memory`` (bytes) enforces a
-    budget as training does (``memory.PeakMeter``: the CUDA allocator capped, or the CPU's
-    virtual device). ``tta``: the probabilities are the mean over the test-time views of
-    ``predict_views`` (see ``snugtune.infer.tta``).
+    budget as training does (``memory.PeakMeter``: the CUDA allocator capped at it less
+    ``context_bytes``, by default the measured context and kernels; or the CPU's virtual
+    device). ``micro_batch``: images per forward pass to start at (default: the batch, at most
+    ``step.CPU_FORWARD_CHUNK`` on the CPU). ``tta``: the probabilities are the mean over the
+    test-time views of ``predict_views`` (see ``snugtune.infer.tta``).
     """
     if tta:
         views, labels = predict_views(model, samples, pre, device=device, batch_size=batch_size,
-                                      workers=workers, gpu_memory=gpu_memory, decoded=decoded)
+                                      workers=workers, gpu_memory=gpu_memory, decoded=decoded,
+                                      micro_batch=micro_batch, context_bytes=context_bytes)
         return average_views(views), labels
     dev = torch.device(device)
     ds = ImageDataset(samples, eval_transform(pre), draft_size=int(pre["size"]), decoded=decoded)
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
-    with _guard(dev, gpu_memory):
-        _, probs, labels, micro = evaluate(model, loader, ctx, eval_micro_batch(dev, batch_size))
+    with _guard(dev, gpu_memory, context_bytes):
+        _, probs, labels, micro = evaluate(model, loader, ctx,
+                                           eval_micro_batch(dev, micro_batch or batch_size))
     if micro.recoveries:
         log.info("evaluated %d images at most %d at a time (the budget)", len(ds), micro.size)
     return probs, labels
@@ -97,6 +103,7 @@ def predict_views(
     model: Classifier, samples: Sequence[Sample], pre: Mapping[str, Any], *,
     device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
     gpu_memory: int | None = None, decoded: DecodedImages | None = None,
+    micro_batch: int | None = None, context_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(V, N, C) probabilities of each test-time view (``tta.VIEWS`` order) and (N,) labels.
 
@@ -106,17 +113,18 @@ def predict_views(
     images than ``predict_samples`` without TTA, under the same budget guard, and the
     micro-batch that out-of-memory halving settles on carries over from view to view. View 0
     (``plain``) is exactly ``predict_samples`` without TTA. (On the CPU, whose budget counts
-    every tensor, the loaded batches hold two inputs per image.)
+    every tensor, the loaded batches hold two inputs per image.) ``micro_batch`` and
+    ``context_bytes``: as for ``predict_samples``.
     """
     dev = torch.device(device)
     ds = ImageDataset(samples, view_transform(pre), draft_size=int(pre["size"]), decoded=decoded)
     loader = make_loader(ds, batch_size=batch_size, workers=workers, device=dev.type)
     ctx = StepContext(device=dev, num_classes=model.head.num_classes)
     models = (model, FlipInput(model))
-    micro = eval_micro_batch(dev, batch_size)
+    micro = eval_micro_batch(dev, micro_batch or batch_size)
     probs: list[list[Tensor]] = [[] for _ in VIEWS]
     labels: list[Tensor] = []
-    with _guard(dev, gpu_memory):
+    with _guard(dev, gpu_memory, context_bytes):
         for x, y in loader:
             for i, (src, flipped) in enumerate(view_inputs(x)):
                 _, p, _, micro = evaluate(models[flipped], [(src, y)], ctx, micro)
@@ -130,10 +138,28 @@ def predict_views(
     return torch.stack([torch.cat(p) for p in probs]), torch.cat(labels)
 
 
-def _guard(dev: torch.device, gpu_memory: int | None) -> PeakMeter:
-    """The budget guard of inference on ``dev`` (``gpu_memory`` None: measure only)."""
-    context = probe(dev).context_bytes if dev.type == "cuda" and gpu_memory else 0
-    return PeakMeter(dev, budget_bytes=gpu_memory, context_bytes=context)
+def training_limits(run: RunDir, dev: torch.device,
+                    gpu_memory: int | None) -> tuple[int | None, int | None]:
+    """The budget and the images per forward pass that inference of a run starts from:
+    ``gpu_memory``, else the budget the run trained under (``--gpu-memory``); the micro-batch
+    its last phase ended at, when it trained on this kind of device (an inference forward pass
+    needs less than the training step that fitted at that size)."""
+    if gpu_memory is None and run.config.exists():
+        gpu_memory = run.read_config().gpu_memory
+    summary = run.read_json(run.summary) or {}
+    phases = [p for p in summary.get("phases", []) if p.get("micro_batch")]
+    micro = int(phases[-1]["micro_batch"]) if phases and summary.get("device") == dev.type else None
+    return gpu_memory, micro
+
+
+def _guard(dev: torch.device, gpu_memory: int | None, context_bytes: int | None) -> PeakMeter:
+    """The budget guard of inference on ``dev`` (``gpu_memory`` None: measure only). On CUDA
+    the allocator gets the budget less ``context_bytes``; by default what training counts:
+    the measured context and the convolution kernels a network loads."""
+    if context_bytes is None:
+        context_bytes = probe(dev).profile().process_context_bytes \
+            if dev.type == "cuda" and gpu_memory else 0
+    return PeakMeter(dev, budget_bytes=gpu_memory, context_bytes=context_bytes)
 
 
 def evaluate_run(
@@ -147,10 +173,12 @@ def evaluate_run(
     tree whose class names must be among the run's classes. ``gpu_memory``: a memory budget
     in bytes (see ``predict_samples``). ``tta``: score the mean over the test-time views
     (``snugtune.infer.tta``) and return a ``TTAReport``, whose ``without_tta`` is the report
-    of the plain view (the same images, without TTA).
+    of the plain view (the same images, without TTA). Without ``gpu_memory``, the budget the
+    run trained under holds (see ``training_limits``).
     """
     dev = resolve_device(device)
     model, card = load_run(run_dir, dev)
+    gpu_memory, micro = training_limits(RunDir(run_dir), dev, gpu_memory)
     classes = list(card["classes"])
     decoded: DecodedImages | None = None
     if data is None:
@@ -160,11 +188,11 @@ def evaluate_run(
     if not tta:
         probs, labels = predict_samples(model, samples, card["preprocessing"], device=dev,
                                         batch_size=batch_size, workers=workers,
-                                        gpu_memory=gpu_memory, decoded=decoded)
+                                        gpu_memory=gpu_memory, decoded=decoded, micro_batch=micro)
         return classification_report(labels.tolist(), probs.argmax(-1).tolist(), classes)
     views, labels = predict_views(model, samples, card["preprocessing"], device=dev,
                                   batch_size=batch_size, workers=workers, gpu_memory=gpu_memory,
-                                  decoded=decoded)
+                                  decoded=decoded, micro_batch=micro)
     with_tta = classification_report(labels.tolist(), average_views(views).argmax(-1).tolist(), classes)
     plain = classification_report(labels.tolist(), views[0].argmax(-1).tolist(), classes)
     return TTAReport(accuracy=with_tta.accuracy, per_class=with_tta.per_class,
@@ -217,13 +245,15 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
                                           tta=tta)
     dev = resolve_device(device)
     model, card = load_run(run_dir, dev)
+    gpu_memory, micro = training_limits(RunDir(run_dir), dev, gpu_memory)
     classes = list(card["classes"])
     samples = [Sample(path=f, label=0) for f in image_files(files)]
     # No worker processes: a file that cannot be read raises its own one-line DataError here
     # (a worker would re-raise it wrapped in its traceback).
     try:
         probs, _ = predict_samples(model, samples, card["preprocessing"], device=dev,
-                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory, tta=tta)
+                                   batch_size=batch_size, workers=0, gpu_memory=gpu_memory, tta=tta,
+                                   micro_batch=micro)
     except ImageLoadError as e:  # its own text is about training, which skips such files
         raise DataError(f"cannot classify {e.path!r}: {e.reason}") from None
     return top_k_predictions([s.path for s in samples], probs, classes, top_k)

@@ -5,8 +5,11 @@ Asking the card (:func:`probe`): once CUDA, cuBLAS (a matmul) and cuDNN (a convo
 forward and backward) are initialised, ``torch.cuda.mem_get_info`` gives the card's total and
 free memory; the memory this process holds outside PyTorch's caching allocator (the CUDA
 context and the loaded kernels) is what the process uses less ``torch.cuda.memory_reserved``.
-What the process uses comes from NVML when ``pynvml`` is installed, else it is taken as the
-card's used memory (every other process on the card then counts as context: conservative).
+What the process uses comes from NVML when ``nvidia-ml-py`` is installed (``pip install
+snugtune[gpu]``): the NVML device is the one torch uses (matched by UUID), this process found by
+its PID or, in a container's PID namespace, as the card's only process; else it is taken as the
+card's used memory (every other process on the card then counts as context: conservative), and
+``DeviceInfo.reading`` says which.
 
 Offline profiles (``PROFILES``): the total memory is what PyTorch reports for the card
 (``total_memory``, less than the label: the driver and ECC keep some), and the context is the
@@ -37,6 +40,8 @@ __all__ = [
     "DeviceInfo",
     "GpuProfile",
     "calibration_dir",
+    "own_pids",
+    "own_usage",
     "get_gpu_profile",
     "probe",
     "resolve_gpu",
@@ -89,6 +94,13 @@ class GpuProfile:
     source: str = ""
     available_bytes: int | None = None
     conv_kernels_bytes: int = 0
+
+    @property
+    def process_context_bytes(self) -> int:
+        """What a process running a network holds outside the caching allocator: the context
+        and the convolution kernels it loads (``Plan.context_bytes``; inference counts the
+        same)."""
+        return self.context_bytes + self.conv_kernels_bytes
 
     @property
     def cublas_workspace_bytes(self) -> int:
@@ -165,6 +177,8 @@ class DeviceInfo:
         compute_capability, bf16: the architecture; bf16 tensor cores from sm80.
         torch, cuda: versions; module_loading: ``CUDA_MODULE_LOADING`` (PyTorch sets LAZY).
         nvml: whether NVML gave the process's own usage.
+        reading: how the process's usage was read (NVML and how it found this process, or
+            the card's used memory).
     """
 
     name: str
@@ -180,6 +194,7 @@ class DeviceInfo:
     cuda: str | None
     module_loading: str
     nvml: bool
+    reading: str = ""
 
     def profile(self) -> GpuProfile:
         """The profile the planner uses for this card (its measured context and room)."""
@@ -194,23 +209,72 @@ class DeviceInfo:
         return asdict(self)
 
 
-def _nvml_process_bytes(index: int) -> int | None:
-    """This process's memory on the card according to NVML, if ``pynvml`` is installed."""
+#: How ``probe`` read this process's usage when NVML could not name it.
+CARD_USED = ("the card's used memory (NVML could not name this process, or nvidia-ml-py is "
+             "absent: every other process on the card counts as this one's context)")
+
+
+def _nvml_process_bytes(index: int) -> tuple[int, str] | None:
+    """This process's memory on ``cuda:index`` according to NVML (``pip install
+    snugtune[gpu]``: nvidia-ml-py), and how the process was found; None where NVML cannot say."""
     try:
         import pynvml  # optional: NVML tells this process's usage apart from other processes'
     except ImportError:
         return None
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == os.getpid() and proc.usedGpuMemory:
-                return int(proc.usedGpuMemory)
+        handle = _nvml_handle(pynvml, index)
+        procs = [p for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.usedGpuMemory]
     except Exception as e:  # noqa: BLE001 - NVML may be absent from a container: fall back
         log.debug("NVML unavailable (%s): the card's used memory stands for this process's", e)
+        return None
+    return own_usage([(int(p.pid), int(p.usedGpuMemory)) for p in procs], own_pids())
+
+
+def _nvml_handle(pynvml: Any, index: int) -> Any:
+    """NVML's handle of the device torch calls ``cuda:index``: by its UUID (so that
+    ``CUDA_VISIBLE_DEVICES`` and CUDA's device order, fastest first by default, both apply),
+    else by ``torch.cuda._get_nvml_device_index`` (``CUDA_VISIBLE_DEVICES`` only)."""
+    uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+    if uuid:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(
+                uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        except pynvml.NVMLError as e:
+            log.debug("NVML does not know UUID %s (%s): mapping the index", uuid, e)
+    return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(index))
+
+
+def own_pids(status: Path = Path("/proc/self/status")) -> set[int]:
+    """This process's PIDs: ``os.getpid()`` and its PID in every namespace ``/proc`` shows
+    (``NSpid``: the host's too when the container sees the host's /proc)."""
+    pids = {os.getpid()}
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("NSpid:"):
+                pids.update(int(x) for x in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return pids
+
+
+def own_usage(procs: list[tuple[int, int]], pids: set[int]) -> tuple[int, str] | None:
+    """(bytes, how found) of this process among NVML's ``(pid, used bytes)`` on the card.
+
+    NVML lists host PIDs; inside a container's PID namespace this process's own PID differs.
+    Then, if the card runs one process only, that process is this one (it holds a context
+    there); with several, NVML cannot say which (None: the caller falls back, and says so).
+    """
+    for pid, used in procs:
+        if pid in pids:
+            return used, "NVML (this process)"
+    if len(procs) == 1:
+        return procs[0][1], ("NVML (the card's only process: this one, under another PID "
+                             "namespace's number)")
     return None
 
 
+@torch.enable_grad()  # a backward, even when the caller (predict in no_grad) turned grad off
 def _initialise(dev: torch.device) -> None:
     """Load what a training step loads: a cuBLAS handle (matmul) and cuDNN (convolution
     forward and backward, a 3x3 and a 1x1)."""
@@ -237,8 +301,8 @@ def probe(device: torch.device | None = None) -> DeviceInfo:
     _initialise(dev)
     free, total = torch.cuda.mem_get_info(dev)
     reserved = int(torch.cuda.memory_reserved(dev))
-    nvml = _nvml_process_bytes(index)
-    process = nvml if nvml is not None else total - free
+    usage = _nvml_process_bytes(index)
+    process, reading = usage if usage is not None else (total - free, CARD_USED)
     props = torch.cuda.get_device_properties(dev)
     cc = (int(props.major), int(props.minor))
     info = DeviceInfo(
@@ -246,9 +310,10 @@ def probe(device: torch.device | None = None) -> DeviceInfo:
         reserved_bytes=reserved, process_bytes=int(process),
         context_bytes=max(0, int(process) - reserved), compute_capability=cc, bf16=cc >= (8, 0),
         torch=str(torch.__version__), cuda=torch.version.cuda,
-        module_loading=os.environ.get("CUDA_MODULE_LOADING", "LAZY"), nvml=nvml is not None)
-    log.info("%s: %.2f GiB, %.2f GiB free, context %.0f MiB (%s)", info.name, total / GIB,
-             free / GIB, info.context_bytes / MIB, "NVML" if info.nvml else "card's used memory")
+        module_loading=os.environ.get("CUDA_MODULE_LOADING", "LAZY"), nvml=usage is not None,
+        reading=reading)
+    log.info("%s: %.2f GiB, %.2f GiB free, context %.0f MiB (from %s)", info.name, total / GIB,
+             free / GIB, info.context_bytes / MIB, reading)
     return info
 
 
@@ -259,9 +324,16 @@ def calibration_dir() -> Path:
 
 
 def save_calibration(name: str, info: DeviceInfo) -> Path:
-    """Keep a card's measured profile under ``name`` for later offline plans (``--gpu name``)."""
+    """Keep a card's measured profile under ``name`` for later offline plans (``--gpu name``);
+    its source says how the context was read (without NVML it may hold other processes')."""
+    if not info.nvml:
+        log.warning("calibrating %s without NVML's view of this process: its context (%.0f MiB) "
+                    "includes whatever other processes hold on the card. Install nvidia-ml-py "
+                    "(pip install snugtune[gpu]) or calibrate on an idle card", name,
+                    info.context_bytes / MIB)
     profile = replace(info.profile(), name=name, available_bytes=None,
-                      source=f"calibrated on {info.name} with torch {info.torch}, CUDA {info.cuda}")
+                      source=f"calibrated on {info.name} with torch {info.torch}, CUDA "
+                             f"{info.cuda}; context from {info.reading or 'NVML'}")
     return write_json(calibration_dir() / f"{name}.json",
                       {"profile": profile.to_dict(), "device": info.to_dict()})
 

@@ -76,6 +76,7 @@ __all__ = [
     "NullMetrics",
     "ShardedBatches",
     "World",
+    "rank_device",
     "restarted_by_torchrun",
     "session",
     "sharded_loader",
@@ -280,6 +281,25 @@ def _init_group(backend: str, timeout: timedelta, device: torch.device) -> None:
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, or run snugtune train --resume RUN") from e
 
 
+def rank_device(local_rank: int) -> torch.device:
+    """This rank's GPU: ``cuda:LOCAL_RANK`` where the node's GPUs are all visible (torchrun),
+    ``cuda:0`` where the launcher gives each rank its own single GPU (SLURM
+    ``--gpus-per-task=1``: ``CUDA_VISIBLE_DEVICES`` differs per rank).
+
+    Raises:
+        DistributedError: more GPUs visible than one, but not ``LOCAL_RANK + 1``.
+    """
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
+    if local_rank < count:
+        return torch.device("cuda", local_rank)
+    raise DistributedError(
+        f"LOCAL_RANK {local_rank} but this process sees {count} GPUs: launch one process per "
+        "visible GPU (torchrun --nproc-per-node), or give each rank one GPU "
+        "(CUDA_VISIBLE_DEVICES)")
+
+
 @contextlib.contextmanager
 def session(device: torch.device) -> Iterator[World]:
     """Join torchrun's process group for the duration of a run (or yield a single process).
@@ -292,7 +312,7 @@ def session(device: torch.device) -> Iterator[World]:
         return
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        device = torch.device("cuda", local)
+        device = rank_device(local)
         torch.cuda.set_device(device)
     owned = not dist.is_initialized()
     if owned:

@@ -33,7 +33,7 @@ from snugtune.config import PhaseConfig, TrainConfig
 from snugtune.data import decode_once, make_loader
 from snugtune.errors import CheckpointError
 from snugtune.memory import PeakMeter, held_tensors, sampled_step
-from snugtune.models import build_classifier, resolve_backbone
+from snugtune.models import Classifier, build_classifier, resolve_backbone
 from snugtune.planner import PhasePlan
 from snugtune.recipe.checkpoint import load_checkpoint, save_checkpoint
 from snugtune.recipe.distributed import (
@@ -54,6 +54,7 @@ from snugtune.recipe.setup import (
     Setup,
     choose_resolution,
     class_weights,
+    device_cap,
     image_dataset,
     plan_phases,
     prepare_data,
@@ -71,6 +72,7 @@ from snugtune.step import (
     StepSync,
     build_optimizer,
     build_scheduler,
+    deterministic,
     eval_micro_batch,
     evaluate,
     grad_scaler,
@@ -171,7 +173,7 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
     and the time budget's deadline (counted from ``started``, less what earlier sessions
     spent)."""
     if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic(world.device)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     data = world.from_main(lambda: prepare_data(cfg, run, index))
     model = build_classifier(cfg.model, len(data.classes), weights=cfg.weights,
@@ -196,12 +198,14 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
     if cfg.time_budget is not None:
         first = plan.phases[state.phase_index]
         spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
-        setup = replace(setup, time=start_budget(
-            cfg, model, image_dataset(data.val or data.train, model, cfg, resolution, train=False,
-                                      images=images),
-            first, world.device, deadline=started + cfg.time_budget - spent,
-            sizes=(len(data.train), len(data.val)) if checkpoint is None else None,
-            cached=tuple(p.feature_cache and cfg.feature_cache for p in plan.phases)))
+        with device_cap(cfg.gpu_memory, setup):  # its forward passes, at the plan's micro-batch
+            budget = start_budget(
+                cfg, model, image_dataset(data.val or data.train, model, cfg, resolution,
+                                          train=False, images=images),
+                first, world.device, deadline=started + cfg.time_budget - spent,
+                sizes=(len(data.train), len(data.val)) if checkpoint is None else None,
+                cached=tuple(p.feature_cache and cfg.feature_cache for p in plan.phases))
+        setup = replace(setup, time=budget)
         if setup.time is not None and setup.time.planned:  # a fresh run: its plan is kept
             state = replace(state, time_plan=setup.time.planned)
     return setup, state
@@ -220,21 +224,21 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             phase, plan, state.phase, MicroBatch(plan.micro_batch), batch, None, None))
         _save(run, setup, state, best=None)
         return state
-    parts = _phase_parts(cfg, setup, phase, plan, checkpoint, state.phase.epochs)
-    state = replace(state, phase=replace(state.phase, epochs=parts.epochs))
-    clock = None if setup.time is None else PhaseClock.for_phase(
-        setup.time, cfg.phases, state.phase_index, steps_per_epoch=max(1, len(parts.loader)),
-        epochs=parts.epochs, steps=state.phase.steps,
-        val_images=len(parts.inputs.val or ()),  # type: ignore[arg-type]
-        cached=parts.inputs.module is not setup.model, schedule=parts.scheduler,
-        sync=setup.world.from_main)
-    micro, best = state.phase.micro or MicroBatch(plan.micro_batch), parts.best
-    log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs%s", phase.name, plan.trainable,
-             micro.size, micro.accumulation(batch), plan.precision, parts.epochs,
-             " (to be fitted to the time budget)" if clock and not clock.fitted else "")
-    meter = PeakMeter(setup.world.device, budget_bytes=cfg.gpu_memory,
-                      context_bytes=setup.plan.context_bytes)
-    with meter:
+    _configure(setup.model, phase, plan)
+    meter = device_cap(cfg.gpu_memory, setup)
+    with meter:  # the feature-cache fill (in the phase's parts) and every step
+        parts = _phase_parts(cfg, setup, phase, plan, checkpoint, state.phase.epochs)
+        state = replace(state, phase=replace(state.phase, epochs=parts.epochs))
+        clock = None if setup.time is None else PhaseClock.for_phase(
+            setup.time, cfg.phases, state.phase_index, steps_per_epoch=max(1, len(parts.loader)),
+            epochs=parts.epochs, steps=state.phase.steps,
+            val_images=len(parts.inputs.val or ()),  # type: ignore[arg-type]
+            cached=parts.inputs.module is not setup.model, schedule=parts.scheduler,
+            sync=setup.world.from_main)
+        micro, best = state.phase.micro or MicroBatch(plan.micro_batch), parts.best
+        log.info("phase %s: %s, micro-batch %d x %d, %s, %d epochs%s", phase.name, plan.trainable,
+                 micro.size, micro.accumulation(batch), plan.precision, parts.epochs,
+                 " (to be fitted to the time budget)" if clock and not clock.fitted else "")
         while state.phase.epoch < (state.phase.epochs or 0) and not state.phase.stopped_early:
             seed = epoch_seed(cfg.seed, state.phase_index, state.phase.epoch)
             parts.sampler.seed = seed
@@ -262,6 +266,14 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
     return state
 
 
+def _configure(model: Classifier, phase: PhaseConfig, plan: PhasePlan) -> None:
+    """The model as the plan says: depth (a budget may have frozen more than the phase asked),
+    checkpointing, layout."""
+    model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
+    model.set_checkpointing(plan.checkpointing)
+    model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
 class _PhaseParts:
     """What a phase's epochs run: its inputs and step context, loaders, the module that trains
@@ -283,13 +295,9 @@ class _PhaseParts:
 
 def _phase_parts(cfg: TrainConfig, setup: Setup, phase: PhaseConfig, plan: PhasePlan,
                  checkpoint: Checkpoint | None, epochs: int | None) -> _PhaseParts:
-    """The model set as the plan says (depth, checkpointing, layout), and what trains it for
-    ``epochs`` epochs (None: the phase's default for its steps per epoch)."""
+    """What trains the model (configured as the plan says) for ``epochs`` epochs (None: the
+    phase's default for its steps per epoch)."""
     model, world = setup.model, setup.world
-    # the plan's depth: a budget may have frozen more than the phase asked
-    model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
-    model.set_checkpointing(plan.checkpointing)
-    model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     inputs = world.main_first(lambda: phase_inputs(  # rank 0 fills the feature cache
         cfg, model, setup.data, setup.resolution, plan, world.device, setup.index, setup.images))
     ctx = StepContext(device=world.device, num_classes=len(setup.data.classes),

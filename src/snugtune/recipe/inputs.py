@@ -130,7 +130,7 @@ def _cached_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolu
     workers = cfg.workers if cfg.workers is not None else default_workers(device.type)
     store = RecordStore(index, "features", store_spec(model, resolution, plan.precision))
     encoder = _Encoder(model, device, plan.precision, plan.channels_last or device.type == "cpu",
-                       CPU_FORWARD_CHUNK if device.type == "cpu" else 2 * plan.micro_batch)
+                       CPU_FORWARD_CHUNK if device.type == "cpu" else plan.micro_batch)
     pre = model.preprocessing
     transform = build_transforms(cfg.augment, size=resolution, mean=pre.mean, std=pre.std,
                                  train=False, interpolation=pre.interpolation)

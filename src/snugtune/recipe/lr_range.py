@@ -4,7 +4,9 @@ optimizer steps while the learning rate grows exponentially from ``start`` to ``
 the loss (smoothed exponentially, bias-corrected), stop once it exceeds ``DIVERGE`` times its
 minimum, and suggest a learning rate: the steepest descent of the smoothed loss, as fastai's
 ``steep``, and the minimum's tenth (``valley``-like, the classic rule). The model is a
-throwaway: the run's own training starts from the pretrained weights whatever is found.
+throwaway: the run's own training starts from the pretrained weights whatever is found. The
+phase runs as training would run it: planned for the budget (depth, checkpointing, precision,
+layout, micro-batch) and under the same cap (``--gpu-memory``).
 
 The recipe does not use it by default. Measured on the 2-core CPU: for the head phase the test
 suggests 7.1e-3 (steepest) / 5.5e-3 (minimum / 10) on Animal-MNIST and 8.5e-3 / 3.8e-3 on the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ import torch
 
 from snugtune.config import TrainConfig
 from snugtune.data import make_loader
+from snugtune.memory import PeakMeter, resolve_gpu
 from snugtune.models import build_classifier
+from snugtune.planner import plan_run
 from snugtune.recipe.setup import choose_resolution, image_dataset, load_folder
 from snugtune.report.plots import plot_lr_find
 from snugtune.step import (
@@ -79,8 +83,16 @@ def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: flo
                              head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout,
                              pre_logits=cfg.pre_logits).to(device)
     phase = cfg.phases[0]
-    model.set_trainable(phase.top_blocks(), train_bn=phase.train_bn)
     resolution = choose_resolution(cfg.resolution, model.preprocessing, scan.median_size)
+    plan = plan_run(replace(cfg, phases=(phase,)), num_classes=len(scan.classes),
+                    num_train=len(train), resolution=resolution, device=device.type, model=model,
+                    gpu=resolve_gpu(cfg.gpu, device.type)[0])
+    first = plan.phases[0]  # the phase as it will train: depth, checkpointing, precision, layout
+    model.set_trainable(replace(phase, trainable=first.trainable).top_blocks(),
+                        train_bn=phase.train_bn)
+    model.set_checkpointing(first.checkpointing)
+    model.to(memory_format=torch.channels_last if first.channels_last  # type: ignore[call-overload]
+             else torch.contiguous_format)
     data = image_dataset(train, model, cfg, resolution, train=True)
     batch = local_batch(cfg.batch_size, len(train), 1)
     loader = make_loader(data, batch_size=batch, shuffle=True, workers=cfg.workers, seed=cfg.seed,
@@ -91,9 +103,11 @@ def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: flo
     for group in optimizer.param_groups:  # the groups' own ratios (backbone LR) are kept
         group["lr"] = group["lr"] / phase.lr * start
     ctx = StepContext(device=device, num_classes=len(scan.classes),
-                      label_smoothing=phase.label_smoothing)
-    lrs, losses = _sweep(model, optimizer, loader, ctx, start, ratio, steps,
-                         MicroBatch(cfg.micro_batch or batch))
+                      label_smoothing=phase.label_smoothing, precision=first.precision,
+                      channels_last=first.channels_last)
+    with PeakMeter(device, budget_bytes=cfg.gpu_memory, context_bytes=plan.context_bytes):
+        lrs, losses = _sweep(model, optimizer, loader, ctx, start, ratio, steps,
+                             MicroBatch(first.micro_batch))
     steep, tenth = _suggest(lrs, losses)
     found = LRFind(phase.name, phase.trainable, tuple(lrs), tuple(losses), steep, tenth, phase.lr)
     log.info("lr-find on %s (%s): steepest descent at %.2g, minimum / 10 = %.2g (configured %.2g)",

@@ -49,9 +49,11 @@ def write_outputs(run: RunDir, cfg: TrainConfig, setup: Setup, state: RunState,
     evaluation: ClassificationReport | None = None
     hardest: tuple[HardImage, ...] = ()
     if data.val:
-        probs, labels = predict_samples(
-            model, data.val, pre, device=setup.world.device, batch_size=cfg.batch_size * 2,
-            workers=cfg.workers, decoded=setup.images.view(data.val) if setup.images else None)
+        probs, labels = predict_samples(  # under the training's cap, at its last micro-batch
+            model, data.val, pre, device=setup.world.device, batch_size=cfg.batch_size,
+            workers=cfg.workers, decoded=setup.images.view(data.val) if setup.images else None,
+            gpu_memory=cfg.gpu_memory, context_bytes=setup.plan.context_bytes,
+            micro_batch=state.results[-1].micro_batch if state.results else None)
         evaluation = classification_report(labels.tolist(), probs.argmax(-1).tolist(), data.classes)
         plot_confusion_matrix(evaluation, run.confusion_matrix)
         hardest = hardest_images([s.path for s in data.val], labels.numpy(), probs.numpy(),

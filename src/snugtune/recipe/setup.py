@@ -23,7 +23,7 @@ from snugtune.data import (
 )
 from snugtune.data.doctor import DataDoctor, diagnose
 from snugtune.errors import DataError, SnugtuneError
-from snugtune.memory import build_model, resolve_gpu
+from snugtune.memory import PeakMeter, build_model, resolve_gpu
 from snugtune.models import Classifier, Preprocessing
 from snugtune.planner import Plan, plan_run
 from snugtune.recipe.distributed import World
@@ -37,6 +37,7 @@ __all__ = [
     "Setup",
     "choose_resolution",
     "class_weights",
+    "device_cap",
     "diagnose_folder",
     "image_dataset",
     "load_folder",
@@ -67,6 +68,15 @@ class Setup:
     images: ImageStore | None = None
     time: TimeBudget | None = None
     flips: FlipCheck | None = None
+
+
+def device_cap(budget_bytes: int | None, setup: Setup) -> PeakMeter:
+    """The cap every device step of a run works under, training or not (the feature-cache
+    fill, the time budget's forward measurement, the final predictions): ``--gpu-memory``
+    (CUDA: the allocator capped at it less the plan's context and kernels; the CPU: the virtual
+    device), peaks measured."""
+    return PeakMeter(setup.world.device, budget_bytes=budget_bytes,
+                     context_bytes=setup.plan.context_bytes)
 
 
 def load_folder(cfg: TrainConfig, index: DataIndex,

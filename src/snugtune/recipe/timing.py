@@ -331,7 +331,8 @@ def start_budget(cfg: TrainConfig, model: Classifier, images: Dataset[Any], firs
     Raises:
         ConfigError: the budget is too small (with what would do).
     """
-    seconds = measure_forward(model, images, device, first.precision, first.channels_last)
+    seconds = measure_forward(model, images, device, first.precision, first.channels_last,
+                              chunk=min(PROBE_IMAGES, first.micro_batch))
     budget = TimeBudget(deadline=deadline, image_seconds=seconds)
     if sizes is None:
         return budget
@@ -344,10 +345,10 @@ def start_budget(cfg: TrainConfig, model: Classifier, images: Dataset[Any], firs
 
 
 def measure_forward(model: Classifier, dataset: Dataset[Any], device: torch.device,
-                    precision: str, channels_last: bool) -> float:
-    """Seconds per image of decoding and an inference forward pass, from a few images (the
-    first chunk apart: it pays one-time initialisation)."""
-    n = min(len(dataset), 2 * PROBE_IMAGES)  # type: ignore[arg-type]
+                    precision: str, channels_last: bool, chunk: int = PROBE_IMAGES) -> float:
+    """Seconds per image of decoding and an inference forward pass of ``chunk`` images, from
+    two chunks (the first apart: it pays one-time initialisation)."""
+    n = min(len(dataset), 2 * chunk)  # type: ignore[arg-type]
     if n == 0:
         return 0.0
     was_training = model.training
@@ -356,9 +357,9 @@ def measure_forward(model: Classifier, dataset: Dataset[Any], device: torch.devi
     times = []
     try:
         with torch.inference_mode(), autocast(device.type, precision):
-            for start in range(0, n, PROBE_IMAGES):
+            for start in range(0, n, chunk):
                 t0 = time.perf_counter()
-                x = torch.stack([dataset[i][0] for i in range(start, min(n, start + PROBE_IMAGES))])
+                x = torch.stack([dataset[i][0] for i in range(start, min(n, start + chunk))])
                 model(x.to(device, memory_format=fmt))
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

@@ -15,7 +15,9 @@ fake ones.
 from snugtune.step.checkpointing import checkpointed_blocks, set_checkpointing
 from snugtune.step.device import (
     AUTOCAST_DTYPES,
+    CUBLAS_DETERMINISTIC,
     autocast,
+    deterministic,
     grad_scaler,
     plan_device,
     resolve_device,
@@ -42,6 +44,7 @@ from snugtune.step.sync import Alone, Peers, StepSync
 
 __all__ = [
     "AUTOCAST_DTYPES",
+    "CUBLAS_DETERMINISTIC",
     "Alone",
     "CPU_FORWARD_CHUNK",
     "MicroBatch",
@@ -56,6 +59,7 @@ __all__ = [
     "build_scheduler",
     "checkpointed_blocks",
     "derive_seed",
+    "deterministic",
     "eval_micro_batch",
     "evaluate",
     "free_memory",

@@ -7,15 +7,36 @@ One definition for the trainer, evaluation, the feature-cache fill and the memor
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 
 import torch
 
 from snugtune.errors import ConfigError
 
-__all__ = ["AUTOCAST_DTYPES", "autocast", "grad_scaler", "plan_device", "resolve_device"]
+__all__ = ["AUTOCAST_DTYPES", "CUBLAS_DETERMINISTIC", "autocast", "deterministic", "grad_scaler",
+           "plan_device", "resolve_device"]
+
+log = logging.getLogger(__name__)
 
 #: The autocast dtype of each low precision (fp32: no autocast).
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+#: cuBLAS's deterministic workspace setting (one of the two the CUDA docs name for
+#: reproducible results, "Results reproducibility" in the cuBLAS guide); PyTorch's
+#: ``use_deterministic_algorithms`` raises (or, with ``warn_only``, warns on every matmul)
+#: without it.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def deterministic(device: torch.device) -> None:
+    """Deterministic algorithms from now on (``--deterministic``); on CUDA, cuBLAS's
+    workspace setting too, set before its first handle unless the user set one."""
+    if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+        log.info("--deterministic on CUDA: CUBLAS_WORKSPACE_CONFIG=%s", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import types
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -76,3 +80,77 @@ def test_a_calibration_overrides_a_built_in_name_and_a_broken_one_is_ignored(
     assert "ignoring unreadable calibration" in caplog.text
     with pytest.raises(ConfigError, match="snugtune calibrate"):
         get_gpu_profile("unknown-card")
+
+
+def _fake_nvml(monkeypatch: pytest.MonkeyPatch, *, uuids: dict[str, int],
+               processes: dict[int, list[tuple[int, int]]]) -> None:
+    """``pynvml`` with devices (``uuids``: NVML index by UUID) and their processes."""
+    mod = types.ModuleType("pynvml")
+
+    class NVMLError(Exception):
+        pass
+
+    def by_uuid(uuid: str) -> int:
+        if uuid not in uuids:
+            raise NVMLError(f"no device {uuid}")
+        return uuids[uuid]
+
+    mod.NVMLError = NVMLError  # type: ignore[attr-defined]
+    mod.nvmlInit = lambda: None  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetHandleByUUID = by_uuid  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
+    mod.nvmlDeviceGetComputeRunningProcesses = lambda h: [  # type: ignore[attr-defined]
+        SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in processes.get(h, [])]
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+
+
+def test_nvml_reads_the_device_torch_uses_under_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _i: SimpleNamespace(uuid=""))
+    me = os.getpid()
+    _fake_nvml(monkeypatch, uuids={}, processes={1: [(me, 1 * GIB)], 3: [(me, 300 * MIB)]})
+    assert gpus._nvml_process_bytes(1) == (300 * MIB, "NVML (this process)")  # cuda:1 is GPU 3
+
+
+def test_nvml_finds_the_device_by_uuid_whatever_cuda_s_device_order(monkeypatch):
+    # CUDA orders devices fastest first: cuda:0 may be NVML's device 5, which its UUID names
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda _i: SimpleNamespace(uuid="5d4e-ab"))
+    me = os.getpid()
+    _fake_nvml(monkeypatch, uuids={"GPU-5d4e-ab": 5}, processes={0: [(me, 1 * GIB)],
+                                                                5: [(me, 250 * MIB)]})
+    assert gpus._nvml_process_bytes(0) == (250 * MIB, "NVML (this process)")
+
+
+def test_nvml_finds_this_process_in_a_container_s_pid_namespace(tmp_path, monkeypatch):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nNSpid:\t4242\t7\n")  # host PID 4242, 7 in the container
+    assert {4242, 7} <= gpus.own_pids(status)
+    assert gpus.own_usage([(9999, 1 * GIB), (4242, 300 * MIB)], {7, 4242})[0] == 300 * MIB
+    # a /proc that shows only the container's PID: the card's only process is this one
+    only = gpus.own_usage([(4242, 300 * MIB)], {7})
+    assert only is not None and only[0] == 300 * MIB and "only process" in only[1]
+    # several processes, none of them known: NVML cannot say which, and probe says so
+    assert gpus.own_usage([(4242, 300 * MIB), (5151, 2 * GIB)], {7}) is None
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _i: SimpleNamespace(uuid=""))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    _fake_nvml(monkeypatch, uuids={}, processes={0: [(4242, 300 * MIB), (5151, 2 * GIB)]})
+    monkeypatch.setattr(gpus, "own_pids", lambda: {7})
+    assert gpus._nvml_process_bytes(0) is None
+
+
+def test_probe_says_which_reading_it_used(fake_card):
+    assert probe().reading == "NVML (this process)"
+    fake_card.nvml = None
+    info = probe()
+    assert info.reading == gpus.CARD_USED and not info.nvml
+
+
+def test_probe_initialises_with_a_backward_even_under_no_grad(monkeypatch):
+    """``snugtune.predict(..., gpu_memory=...)`` in ``torch.no_grad()`` probes the card: its
+    convolution backward must run whatever the caller's grad mode (run here on the CPU)."""
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda _d=None: None)
+    with torch.no_grad():
+        gpus._initialise(torch.device("cpu"))
+        assert not torch.is_grad_enabled()  # the caller's mode is back

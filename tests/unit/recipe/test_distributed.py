@@ -192,3 +192,18 @@ def test_a_rank_that_cannot_finish_its_share_stops_every_rank_with_its_reason(
     for o in outs:  # no update was applied anywhere
         for got, want in zip(o["params"], start, strict=True):
             assert torch.equal(torch.tensor(got), want)
+
+
+def test_each_rank_takes_its_local_gpu_or_the_one_gpu_its_launcher_gave_it(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snugtune.errors import DistributedError
+    from snugtune.recipe.distributed import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # torchrun: every GPU visible
+    assert rank_device(2) == torch.device("cuda", 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # SLURM --gpus-per-task=1
+    assert rank_device(3) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DistributedError, match="LOCAL_RANK 3 but this process sees 2 GPUs"):
+        rank_device(3)
