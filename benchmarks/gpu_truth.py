@@ -23,9 +23,16 @@ pretrained weights: every model is randomly initialised). Measured on the device
    (cuDNN takes large workspaces while memory is free); the capped run shows what it needs.
 3. ``budget_run``: ``snugtune.train`` of torchvision VGG16 at 224 px on generated images under
    ``--gpu-memory 4GiB``: the plan, the phases' measured whole-process peaks, and NVML's view of
-   this process sampled every 20 ms when ``pynvml`` is installed. Passes when every peak < 4 GiB.
+   this process sampled every 20 ms when ``nvidia-ml-py`` is installed (``snugtune[gpu]``).
+   Passes when every peak < 4 GiB.
 4. ``oom_recovery``: ResNet-50 fine-tuned with a forced micro-batch of 32 under a budget between
    the predicted peaks of micro-batch 8 and 32: the run must halve and finish.
+
+Honest by construction: the parent process never touches CUDA (the card's figures come from
+the first child), so no child's context or cap is skewed by the parent's; each row records the
+micro-batch its step really ran at (an uncapped step that halved is not scored at the batch it
+started with) and its own error, so one failure costs one row; the recipe runs (3, 4) run in
+children too.
 
 The JSON goes to ``--out`` (a folder: ``gpu_truth_<gpu>.json``, or a file).
 """
@@ -50,6 +57,7 @@ import snugtune
 from snugtune.data import make_image_folder
 from snugtune.errors import BudgetError
 from snugtune.memory import GpuProfile, estimate_memory, get_gpu_profile, probe, run_steps
+from snugtune.memory.gpus import DeviceInfo, nvml_usage
 from snugtune.memory.guard import CudaBudget
 from snugtune.memory.modules import configured
 from snugtune.memory.simulator import StepConfig
@@ -88,9 +96,8 @@ def predict(model: str, c: dict[str, Any], gpu: GpuProfile) -> dict[str, int]:
 
 
 def _process_context(dev: torch.device) -> int:
-    """This process's memory outside the caching allocator, now."""
-    info = probe(dev)
-    return info.context_bytes
+    """This process's memory outside the caching allocator, now (0 off CUDA)."""
+    return probe(dev).context_bytes if dev.type == "cuda" else 0
 
 
 def child_context() -> dict[str, Any]:
@@ -104,41 +111,74 @@ def _key(c: dict[str, Any]) -> str:
     return f"{c['trainable']}/{c['batch']}/{c['checkpointing']}"
 
 
-def child_matrix(model_name: str, precision: str, predicted: dict[str, int]) -> list[dict[str, Any]]:
+def child_matrix(model_name: str, precision: str, predicted: dict[str, int],
+                 device: str = "cuda") -> list[dict[str, Any]]:
     """Run in a fresh process: the measured peaks of one model at one precision, each also
     under the budget its ``predicted`` peak (by :func:`_key`) would get from a plan."""
-    dev = torch.device("cuda", 0)
+    dev = torch.device(device, 0) if device == "cuda" else torch.device(device)
     context_start = _process_context(dev)
-    rows = []
-    for c in [c for c in configs(precision) if c["precision"] == precision]:
+    rows = [_measure(model_name, c, dev, predicted[_key(c)])
+            for c in configs(precision) if c["precision"] == precision]
+    return [{**r, "context_start_bytes": context_start} for r in rows]
+
+
+def _measure(model_name: str, c: dict[str, Any], dev: torch.device, predicted: int) -> dict[str, Any]:
+    """One configuration: its uncapped peak, then the same step capped. Any failure is this
+    row's ``error``; the step's micro-batch after any halving is ``ran_micro_batch``."""
+    row: dict[str, Any] = {**c, "model": model_name, "error": None, "ran_micro_batch": None}
+    model: torch.nn.Module | None = None
+    t0 = time.perf_counter()
+    try:
         torch.manual_seed(0)
         model = build_classifier(model_name, CLASSES, weights="none").to(dev)
         cfg = StepConfig(batch=c["batch"], res=RES, precision=c["precision"],
                          trainable=c["trainable"], channels_last=c["precision"] != "fp32",
                          checkpointing=tuple(range(len(model.blocks))) if c["checkpointing"] else (),
-                         device="cuda")
+                         device=dev.type)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        t0 = time.perf_counter()
+        _reset_peaks(dev)
         try:
             with configured(model, cfg.trainable, cfg.checkpointing):
-                run_steps(model, cfg, classes=CLASSES)
-            torch.cuda.synchronize(dev)
-            error = None
-        except torch.OutOfMemoryError as e:
-            error = f"out of memory: {str(e).splitlines()[0][:200]}"
-        reserved = int(torch.cuda.max_memory_reserved(dev))
-        allocated = int(torch.cuda.max_memory_allocated(dev))
+                row["ran_micro_batch"] = run_steps(model, cfg, classes=CLASSES)
+            _synchronize(dev)
+        except (torch.OutOfMemoryError, BudgetError) as e:
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        reserved, allocated = _peaks(dev)
         context = _process_context(dev)
-        rows.append({**c, "model": model_name, "measured_reserved_bytes": reserved,
-                     "measured_allocated_bytes": allocated, "context_after_bytes": context,
-                     "measured_bytes": reserved + context, "seconds": round(time.perf_counter() - t0, 2),
-                     "error": error, **_capped(model, cfg, dev, predicted[_key(c)])})
+        row.update({"measured_reserved_bytes": reserved, "measured_allocated_bytes": allocated,
+                    "context_after_bytes": context, "measured_bytes": reserved + context,
+                    "seconds": round(time.perf_counter() - t0, 2)})
+        row.update(_capped(model, cfg, dev, predicted))
+    except Exception as e:  # noqa: BLE001 - one failure costs its row, not the model's
+        row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    finally:
         del model
+        _empty_cache(dev)
+    return row
+
+
+def _reset_peaks(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _synchronize(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _peaks(dev: torch.device) -> tuple[int, int]:
+    """The caching allocator's peak reserve and allocation since the reset."""
+    if dev.type != "cuda":
+        return 0, 0
+    return int(torch.cuda.max_memory_reserved(dev)), int(torch.cuda.max_memory_allocated(dev))
+
+
+def _empty_cache(dev: torch.device) -> None:
+    if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return [{**r, "context_start_bytes": context_start} for r in rows]
 
 
 def _capped(model: torch.nn.Module, cfg: StepConfig, dev: torch.device,
@@ -147,7 +187,7 @@ def _capped(model: torch.nn.Module, cfg: StepConfig, dev: torch.device,
     ``1 - SAFETY_MARGIN``), held as training holds it (``CudaBudget``: the allocator capped at
     the budget less this process's context). An empty card lets cuDNN take large workspaces
     (``memory/backends.py``); under the cap the step must still run at its micro-batch."""
-    torch.cuda.empty_cache()
+    _empty_cache(dev)
     budget = int(predicted / (1 - SAFETY_MARGIN))
     out: dict[str, Any] = {"capped_budget_bytes": budget, "capped_micro_batch": None,
                            "capped_error": None}
@@ -165,8 +205,11 @@ def _in_child(call: str, env: dict[str, str] | None = None, timeout: float = 300
     """``call`` (a Python expression on this module) in a fresh interpreter, its JSON result."""
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import gpu_truth as g; print('RESULT ' + json.dumps(g.{call}))")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout)
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, **(env or {})}, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{call.split('(')[0]} timed out after {timeout:.0f} s"}
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if p.returncode != 0 or line is None:
         return {"error": (p.stderr or p.stdout)[-2000:]}
@@ -177,30 +220,22 @@ def _in_child(call: str, env: dict[str, str] | None = None, timeout: float = 300
 
 
 class _NvmlSampler:
-    """This process's memory on the card as NVML sees it, sampled in a thread (max kept)."""
+    """This process's memory on the card as NVML sees it (``snugtune.memory.gpus.nvml_usage``:
+    the device torch uses, this process found even in a container), sampled in a thread."""
 
     def __init__(self) -> None:
         self.peak: int | None = None
+        self.reading: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> _NvmlSampler:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        except Exception:  # noqa: BLE001 - no NVML: no sampling, said in the JSON
-            return self
-
         def sample() -> None:
             while not self._stop.is_set():
-                try:
-                    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                        if proc.pid == os.getpid() and proc.usedGpuMemory:
-                            self.peak = max(self.peak or 0, int(proc.usedGpuMemory))
-                except Exception:  # noqa: BLE001
+                usage = nvml_usage(torch.cuda.current_device())
+                if usage is None:  # no NVML, or it cannot name this process: said in the JSON
                     return
+                self.peak, self.reading = max(self.peak or 0, usage[0]), usage[1]
                 time.sleep(0.02)
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -226,27 +261,34 @@ def _train(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         result = snugtune.train(cfg)
     s = result.summary
     return {"seconds": round(time.perf_counter() - t0, 1), "nvml_peak_bytes": nvml.peak,
+            "nvml_reading": nvml.reading,
             "phases": [p.to_dict() for p in s.phases],
             "plan": json.loads(Path(result.run_dir, "plan.json").read_text())}
 
 
-def budget_run(work: Path) -> dict[str, Any]:
-    r = _train(work, {"model": "vgg16", "gpu_memory": BUDGET_RUN_BYTES})
+def budget_run() -> dict[str, Any]:
+    """Run in a fresh process (see the module doc, 3)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        r = _train(Path(tmp), {"model": "vgg16", "gpu_memory": BUDGET_RUN_BYTES})
     peaks = [p["measured_process_bytes"] for p in r["phases"] if p["measured_process_bytes"]]
     worst = max(peaks + ([r["nvml_peak_bytes"]] if r["nvml_peak_bytes"] else []), default=None)
     return {**r, "budget_bytes": BUDGET_RUN_BYTES, "worst_peak_bytes": worst,
             "under_budget": worst is not None and worst < BUDGET_RUN_BYTES}
 
 
-def oom_recovery(work: Path, gpu: GpuProfile, precision: str) -> dict[str, Any]:
+def oom_recovery(gpu_profile: dict[str, Any], precision: str) -> dict[str, Any]:
+    """Run in a fresh process (see the module doc, 4)."""
+    gpu = GpuProfile.from_dict(gpu_profile)
+
     def pred(batch: int) -> int:
         return estimate_memory("resnet50", batch=batch, res=RES, classes=3, precision=precision,
                                trainable="top:2", channels_last=precision != "fp32", device="cuda",
                                gpu=gpu).predicted_peak_bytes
 
     budget = (pred(8) + pred(32)) // 2
-    r = _train(work, {"model": "resnet50", "gpu_memory": budget, "micro_batch": 32,
-                      "batch_size": 32, "precision": precision})
+    with tempfile.TemporaryDirectory() as tmp:
+        r = _train(Path(tmp), {"model": "resnet50", "gpu_memory": budget, "micro_batch": 32,
+                               "batch_size": 32, "precision": precision})
     finetune = r["phases"][1]
     return {**r, "budget_bytes": budget, "recovered": finetune["oom_recoveries"] >= 1,
             "final_micro_batch": finetune["micro_batch"]}
@@ -256,7 +298,8 @@ def oom_recovery(work: Path, gpu: GpuProfile, precision: str) -> dict[str, Any]:
 
 
 def _errors(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in rows if r.get("measured_bytes") and not r.get("error")]
+    ok = [r for r in rows if r.get("measured_bytes") and not r.get("error")
+          and r.get("ran_micro_batch") == r["batch"]]
     errs = [(r["predicted_bytes"] - r["measured_bytes"]) / r["measured_bytes"] for r in ok]
     if not errs:
         return {"n": 0}
@@ -279,9 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         low = "bf16"
         report["gpu"] = gpu.to_dict()
     else:
+        # the parent never touches CUDA: the card's figures come from a child
         report["context"] = {mode: _in_child("child_context()", {"CUDA_MODULE_LOADING": mode})
                              for mode in ("LAZY", "EAGER")}
-        info = probe()
+        if "error" in report["context"]["LAZY"]:
+            print(json.dumps(report, indent=1, default=str))
+            return 1
+        info = DeviceInfo.from_dict(report["context"]["LAZY"])
         gpu, low = info.profile(), "bf16" if info.bf16 else "fp16"
         report["gpu"] = {**gpu.to_dict(), "device": info.to_dict()}
     rows = []
@@ -304,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         report["capped"] = {
             "runs": len(capped),
             "at_the_planned_micro_batch": sum(r["capped_micro_batch"] == r["batch"] for r in capped),
+            "uncapped_halved": [{k: r.get(k) for k in ("model", "precision", "trainable", "batch",
+                                                       "checkpointing", "ran_micro_batch")}
+                                for r in rows if r.get("ran_micro_batch") not in (None, r["batch"])],
             "not": [{k: r.get(k) for k in ("model", "precision", "trainable", "batch",
                                             "checkpointing", "capped_micro_batch", "capped_error")}
                     for r in capped if r["capped_micro_batch"] != r["batch"]]}
     if not args.dry_run:
-        with tempfile.TemporaryDirectory() as tmp:
-            report["budget_run"] = budget_run(Path(tmp))
-            report["oom_recovery"] = oom_recovery(Path(tmp), gpu, low)
+        report["budget_run"] = _in_child("budget_run()", timeout=900)
+        report["oom_recovery"] = _in_child(f"oom_recovery({gpu.to_dict()!r}, {low!r})", timeout=900)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(report, indent=1, default=str)
     print(text)

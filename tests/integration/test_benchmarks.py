@@ -130,3 +130,82 @@ def test_data_scale_finds_the_planted_copies_and_measures_each_process(tmp_path:
         assert 50 * 2**20 < out[step]["peak_rss_bytes"] < 8 * 2**30  # its own, not this process's
     assert out["grouping"]["output"]["groups"] == 7
     assert not (tmp_path / "small_600").exists()  # the generated data is deleted
+
+
+def test_gpu_truth_child_records_each_row_with_its_micro_batch_and_its_own_error(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kit's child path on a CPU stand-in: a row whose step halved is recorded at the
+    micro-batch it ran at and left out of the error figures; a row that fails costs that row."""
+    gt = _gpu_truth(monkeypatch)
+    monkeypatch.setattr(gt, "RES", 32)
+    monkeypatch.setattr(gt, "CLASSES", 5)
+    monkeypatch.setattr(gt, "configs", lambda low: [
+        {"precision": "fp32", "trainable": "all", "batch": b, "checkpointing": False}
+        for b in (4, 8, 16)])
+    monkeypatch.setattr(gt, "_peaks", lambda dev: (3_000_000, 2_000_000))
+    build, steps = gt.build_classifier, gt.run_steps
+
+    def building(name: str, classes: int, **kw: object) -> torch.nn.Module:
+        if building.calls == 2:  # the third configuration's model cannot be built
+            raise RuntimeError("boom")
+        building.calls += 1
+        return build(name, classes, **kw)
+
+    building.calls = 0  # type: ignore[attr-defined]
+
+    def stepping(model: torch.nn.Module, cfg: StepConfig, **kw: object) -> int:
+        ran = steps(model, cfg, **kw)
+        return ran // 2 if cfg.batch == 8 else ran  # as if this step had halved on the card
+
+    monkeypatch.setattr(gt, "build_classifier", building)
+    monkeypatch.setattr(gt, "run_steps", stepping)
+    predicted = {f"all/{b}/False": 1 << 30 for b in (4, 8, 16)}  # a cap that does not bind
+    rows = gt.child_matrix("timm:test_resnet", "fp32", predicted, device="cpu")
+    assert [r["batch"] for r in rows] == [4, 8, 16]
+    four, eight, sixteen = rows
+    assert four["error"] is None and four["ran_micro_batch"] == 4
+    assert four["measured_bytes"] == 3_000_000 and four["capped_micro_batch"] == 4
+    assert eight["error"] is None and eight["ran_micro_batch"] == 4  # halved: not scored at 8
+    assert sixteen["error"] == "RuntimeError: boom" and sixteen["ran_micro_batch"] is None
+    errors = gt._errors([{**r, "predicted_bytes": 3_100_000} for r in rows])
+    assert errors["n"] == 1  # only the row that ran at its batch, without an error
+
+
+def test_gpu_truth_parent_never_touches_cuda(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every CUDA measurement runs in a child; the parent's own context would sit on the card
+    beside each child's (counted as the child's context, shrinking its cap)."""
+    gt = _benchmark("gpu_truth")
+
+    def no_cuda(*a: object, **k: object) -> None:
+        raise AssertionError("the parent initialised CUDA")
+
+    monkeypatch.setattr(torch.cuda, "_lazy_init", no_cuda)
+    monkeypatch.setattr(torch.cuda, "init", no_cuda)
+    monkeypatch.setattr(gt, "probe", no_cuda)
+    card = {"name": "NVIDIA H100 80GB HBM3", "index": 0, "total_bytes": 85 * 2**30,
+            "free_bytes": 84 * 2**30, "reserved_bytes": 2**21, "process_bytes": 500 * 2**20,
+            "context_bytes": 498 * 2**20, "compute_capability": [9, 0], "bf16": True,
+            "torch": torch.__version__, "cuda": "13.0", "module_loading": "LAZY", "nvml": True,
+            "reading": "NVML (this process)", "seconds": 1.0}
+    calls: list[str] = []
+
+    def child(call: str, env: dict[str, str] | None = None, timeout: float = 300) -> object:
+        calls.append(call.split("(")[0])
+        if call.startswith("child_context"):
+            return card
+        if call.startswith("child_matrix"):
+            return {"error": "a child that failed"}  # kept as a failure, the kit goes on
+        return {"stood_in": True}
+
+    monkeypatch.setattr(gt, "_in_child", child)
+    monkeypatch.setattr(gt, "configs", lambda low: [
+        {"precision": p, "trainable": "head", "batch": 16, "checkpointing": False}
+        for p in ("fp32", low)])
+    assert gt.main(["--models", "timm:test_resnet", "--out", str(tmp_path / "truth.json")]) == 0
+    report = json.loads((tmp_path / "truth.json").read_text())
+    assert report["gpu"]["device"]["name"] == card["name"]
+    assert report["gpu"]["context_bytes"] == card["context_bytes"]
+    assert calls == ["child_context", "child_context", "child_matrix", "child_matrix",
+                     "budget_run", "oom_recovery"]
+    assert len(report["failures"]) == 2 and report["budget_run"] == {"stood_in": True}

@@ -29,6 +29,6 @@ def fake_card(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     # the optimizers' CUDA-graph check asks the (absent) driver for its stream
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda **_kw: None)
     monkeypatch.setattr(gpus, "_initialise", initialise)
-    monkeypatch.setattr(gpus, "_nvml_process_bytes", lambda _i: None if card.nvml is None
+    monkeypatch.setattr(gpus, "nvml_usage", lambda _i: None if card.nvml is None
                         else (card.nvml, "NVML (this process)"))
     return card

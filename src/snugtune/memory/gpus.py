@@ -208,13 +208,20 @@ class DeviceInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceInfo:
+        """The figures ``to_dict`` wrote (other keys are ignored)."""
+        kw = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kw["compute_capability"] = tuple(kw["compute_capability"])
+        return cls(**kw)
+
 
 #: How ``probe`` read this process's usage when NVML could not name it.
 CARD_USED = ("the card's used memory (NVML could not name this process, or nvidia-ml-py is "
              "absent: every other process on the card counts as this one's context)")
 
 
-def _nvml_process_bytes(index: int) -> tuple[int, str] | None:
+def nvml_usage(index: int) -> tuple[int, str] | None:
     """This process's memory on ``cuda:index`` according to NVML (``pip install
     snugtune[gpu]``: nvidia-ml-py), and how the process was found; None where NVML cannot say."""
     try:
@@ -301,7 +308,7 @@ def probe(device: torch.device | None = None) -> DeviceInfo:
     _initialise(dev)
     free, total = torch.cuda.mem_get_info(dev)
     reserved = int(torch.cuda.memory_reserved(dev))
-    usage = _nvml_process_bytes(index)
+    usage = nvml_usage(index)
     process, reading = usage if usage is not None else (total - free, CARD_USED)
     props = torch.cuda.get_device_properties(dev)
     cc = (int(props.major), int(props.minor))

@@ -109,7 +109,7 @@ def test_nvml_reads_the_device_torch_uses_under_cuda_visible_devices(monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _i: SimpleNamespace(uuid=""))
     me = os.getpid()
     _fake_nvml(monkeypatch, uuids={}, processes={1: [(me, 1 * GIB)], 3: [(me, 300 * MIB)]})
-    assert gpus._nvml_process_bytes(1) == (300 * MIB, "NVML (this process)")  # cuda:1 is GPU 3
+    assert gpus.nvml_usage(1) == (300 * MIB, "NVML (this process)")  # cuda:1 is GPU 3
 
 
 def test_nvml_finds_the_device_by_uuid_whatever_cuda_s_device_order(monkeypatch):
@@ -120,7 +120,7 @@ def test_nvml_finds_the_device_by_uuid_whatever_cuda_s_device_order(monkeypatch)
     me = os.getpid()
     _fake_nvml(monkeypatch, uuids={"GPU-5d4e-ab": 5}, processes={0: [(me, 1 * GIB)],
                                                                 5: [(me, 250 * MIB)]})
-    assert gpus._nvml_process_bytes(0) == (250 * MIB, "NVML (this process)")
+    assert gpus.nvml_usage(0) == (250 * MIB, "NVML (this process)")
 
 
 def test_nvml_finds_this_process_in_a_container_s_pid_namespace(tmp_path, monkeypatch):
@@ -137,7 +137,7 @@ def test_nvml_finds_this_process_in_a_container_s_pid_namespace(tmp_path, monkey
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     _fake_nvml(monkeypatch, uuids={}, processes={0: [(4242, 300 * MIB), (5151, 2 * GIB)]})
     monkeypatch.setattr(gpus, "own_pids", lambda: {7})
-    assert gpus._nvml_process_bytes(0) is None
+    assert gpus.nvml_usage(0) is None
 
 
 def test_probe_says_which_reading_it_used(fake_card):
