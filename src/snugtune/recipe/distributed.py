@@ -1,4 +1,6 @@
-"""Data-parallel training under ``torchrun``: PyTorch's own engine, and the policies around it.
+"""Data-parallel training under ``torchrun``: PyTorch's process groups (NCCL, gloo), and the
+policies around them. Not ``DistributedDataParallel``: its reducer all-reduces from hooks inside
+the backward pass, where an out-of-memory error leaves it mid-iteration (``step.sync``).
 
 ``torchrun --nproc-per-node N -m snugtune train DATA ...`` starts N processes with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set; :func:`session` finds them, joins the process group
@@ -35,8 +37,8 @@ Policies (the single-process run is the reference; a data-parallel run takes the
   Rank 0 fills the feature cache; the others then open it and find every entry
   (:meth:`World.main_first`).
 * **Per device.** Budget and plan are per device: each rank's batch is
-  ``ceil(batch_size / world_size)``; ``micro_batch`` and ``accumulation`` in the metrics are
-  per process. The gradient sum's buffers (at most ``step.sync.IN_FLIGHT`` buckets of 25 MB)
+  ``ceil(batch_size / world_size)``; ``micro_batch`` (agreed: the same on every rank) and
+  ``accumulation`` in the metrics are per process. The gradient sum's buffers (at most ``step.sync.IN_FLIGHT`` buckets of 25 MB)
   are in the per-rank plan: the simulator runs the same sum.
 * **Weights.** Rank 0's parameters and buffers are broadcast once when a phase starts
   (:meth:`World.broadcast_weights`), as DDP does; identical updates keep them equal after.

@@ -79,3 +79,19 @@ def test_tta_leaves_the_model_in_its_mode(model: Classifier, samples: list[Sampl
 def test_tta_on_no_images(model: Classifier, tmp_path: Path) -> None:
     views, labels = predict_views(model, [], _pre(model), workers=0)
     assert views.shape == (len(VIEWS), 0, 3) and labels.shape == (0,)
+
+
+def test_inference_on_cuda_counts_the_kernels_in_its_context_as_training_does(fake_card) -> None:
+    """CUDA mocked: the cap of ``--gpu-memory`` on inference leaves room for the measured
+    context and the convolution kernels a network loads, the context a training plan counts
+    (``Plan.context_bytes``); a caller that knows the plan's context passes it."""
+    from snugtune.infer.run import _guard
+    from snugtune.memory import probe
+
+    cuda = torch.device("cuda", 0)
+    measured = probe(cuda).profile()
+    guard = _guard(cuda, 4 << 30, None)
+    assert guard.context_bytes == measured.context_bytes + measured.conv_kernels_bytes
+    assert guard.context_bytes > measured.context_bytes
+    assert _guard(cuda, 4 << 30, 123).context_bytes == 123
+    assert _guard(cuda, None, None).context_bytes == 0  # no budget: nothing is capped
