@@ -219,6 +219,7 @@ class RunSummary:
     time_plan: dict[str, float] | None = None  # phase -> seconds planned up front (time budget)
     flip_check: dict[str, Any] | None = None  # horizontal flips decided from the training images
     decoded_images: dict[str, Any] | None = None  # the decoded-image store: where, size, fill
+    race: dict[str, Any] | None = None  # --model auto: the backbones raced, the winner and why
     skipped_files: int = 0
     converted_files: int = 0
     phases: tuple[PhaseResult, ...] = ()

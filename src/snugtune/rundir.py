@@ -7,6 +7,7 @@
       scan.json              what the scan found (record of the run) scan
       split.json             the train/validation file lists       write_split / read_split
       plan.json              the memory plan of every phase        write_json / read_json
+      race.json              --model auto: the backbones raced     write_json / read_json
       metrics.csv, .json     one row per epoch                     (report.MetricsLog)
       tensorboard/           the same rows as event files          (report.MetricsLog)
       summary.json           the finished run                      write_summary
@@ -210,6 +211,7 @@ class RunDir:
         self.scan = self.path / "scan.json"
         self.split = self.path / "split.json"
         self.plan = self.path / "plan.json"
+        self.race = self.path / "race.json"
         self.metrics_csv = self.path / "metrics.csv"
         self.metrics_json = self.path / "metrics.json"
         self.tensorboard = self.path / "tensorboard"
@@ -241,7 +243,7 @@ class RunDir:
         its first checkpoint left (its scan record, split and plan were made for other
         settings)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in (self.scan, self.split, self.plan):
+        for stale in (self.scan, self.split, self.plan, self.race):
             stale.unlink(missing_ok=True)
         write_text(self.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 

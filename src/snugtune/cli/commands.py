@@ -10,7 +10,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from snugtune.export import TOLERANCE, export_run
 from snugtune.infer import TTAReport, evaluate_run
 from snugtune.infer import predict as predict_files
 from snugtune.memory import build_model, estimate_memory, probe, resolve_gpu, save_calibration
+from snugtune.models.candidates import is_auto
 from snugtune.planner import auto_precision
 from snugtune.rundir import RunDir
 from snugtune.step import plan_device
@@ -141,7 +142,15 @@ _CPU_HINT = ("planned for the CPU: no GPU is visible here; --gpu NAME plans for 
 
 
 def plan(args: argparse.Namespace) -> int:
-    result = recipe.plan_folder(run_config(args, args.data))
+    cfg = run_config(args, args.data)
+    if is_auto(cfg.model):  # the candidates, each planned and timed
+        entrants = recipe.plan_candidates(cfg)
+        if _json(args):
+            _print_json([asdict(e) for e in entrants])
+        else:
+            render.candidates(entrants)
+        return 0
+    result = recipe.plan_folder(cfg)
     if args.out:
         result.save(RunDir(args.out).plan)
     if _json(args):

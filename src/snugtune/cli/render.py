@@ -7,6 +7,7 @@ many settings it has; headers are short words that are never cut.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +16,7 @@ from snugtune.data import ScanResult
 from snugtune.data.doctor import PROBLEMS, DataDoctor
 from snugtune.memory import DeviceInfo, MemoryReport
 from snugtune.planner import Plan
+from snugtune.recipe import Entrant
 from snugtune.report import ClassificationReport, split_note
 from snugtune.store import CacheUsage, StoreUsage
 from snugtune.units import format_bytes
@@ -118,6 +120,22 @@ def plan(p: Plan, console: Console | None = None) -> None:
     }
     for name, values in rows.items():
         table.add_row(name, *values)
+    console.print(table)
+
+
+def candidates(entrants: Sequence[Entrant], console: Console | None = None) -> None:
+    """``plan --model auto``: each candidate, whether it fits and why not, its peak and speed."""
+    console = console or _console()
+    table = Table(title="--model auto: the candidates")
+    for col, right in (("backbone", False), ("ImageNet top-1", True), ("res", True),
+                       ("fine-tunes", False), ("predicted peak", True), ("images/s here", True),
+                       ("dropped because", False)):
+        table.add_column(col, justify="right" if right else "left", overflow="fold")
+    for e in entrants:
+        table.add_row(e.name, f"{e.top1:.1f}" if e.top1 is not None else "-",
+                      str(e.resolution or "-"), e.trainable or "-",
+                      format_bytes(e.predicted_peak_bytes) if e.predicted_peak_bytes else "-",
+                      f"{e.images_per_s:.0f}" if e.images_per_s else "-", e.dropped or "")
     console.print(table)
 
 

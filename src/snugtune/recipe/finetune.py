@@ -34,6 +34,7 @@ from snugtune.data import decode_once, make_loader
 from snugtune.errors import CheckpointError
 from snugtune.memory import PeakMeter, held_tensors, sampled_step
 from snugtune.models import Classifier, build_classifier, resolve_backbone
+from snugtune.models.candidates import auto_entries, is_auto
 from snugtune.planner import PhasePlan
 from snugtune.recipe.checkpoint import load_checkpoint, save_checkpoint
 from snugtune.recipe.distributed import (
@@ -48,6 +49,7 @@ from snugtune.recipe.flips import check_flips, with_flips
 from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
 from snugtune.recipe.progress import progress, progress_bar
+from snugtune.recipe.race import choose_backbone
 from snugtune.recipe.records import EpochOutcome, epoch_row, phase_result
 from snugtune.recipe.sampler import EpochSampler, epoch_seed
 from snugtune.recipe.setup import (
@@ -125,7 +127,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             return resume(run.path)
         raise CheckpointError(f"{run.path} already holds a run; continue it with --resume "
                               f"{run.path} or choose another --out")
-    resolve_backbone(cfg.model)  # an unknown --model fails before any scanning
+    if is_auto(cfg.model):  # an unknown --model fails before any scanning
+        auto_entries(cfg.model, cfg.weights)
+    else:
+        resolve_backbone(cfg.model)
     with (session(resolve_device(cfg.device)) as world, run.lock(enabled=world.is_main),
           DataIndex.at(cfg.cache_dir) as index):
         if world.is_main:
@@ -150,7 +155,7 @@ def resume(run_dir: str | Path) -> TrainResult:
 def _run(cfg: TrainConfig, run: RunDir, world: World, index: DataIndex,
          checkpoint: Checkpoint | None) -> TrainResult:
     started = time.perf_counter()
-    setup, state = _setup(cfg, run, world, checkpoint, started, index)
+    cfg, setup, state = _setup(cfg, run, world, checkpoint, started, index)
     metrics: MetricsLog | NullMetrics = MetricsLog(run) if world.is_main else NullMetrics()
     metrics.truncate(state.global_epoch)  # rows logged after the checkpoint are redone
     with contextlib.closing(metrics):
@@ -167,15 +172,20 @@ def _run(cfg: TrainConfig, run: RunDir, world: World, index: DataIndex,
 
 
 def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint | None,
-           started: float, index: DataIndex) -> tuple[Setup, RunState]:
-    """The data, the model (restored from ``checkpoint``), its input size, the images
-    decoded once, the plan, whether to flip (decided from the training images unless set),
-    and the time budget's deadline (counted from ``started``, less what earlier sessions
-    spent)."""
+           started: float, index: DataIndex) -> tuple[TrainConfig, Setup, RunState]:
+    """The data, the backbone (``--model auto``: raced, and ``cfg`` names the winner), the
+    model (restored from ``checkpoint``), its input size, the images decoded once, the plan,
+    whether to flip (decided from the training images unless set), and the time budget's
+    deadline (counted from ``started``, less what earlier sessions spent)."""
     if cfg.deterministic:
         deterministic(world.device)
-    torch.manual_seed(cfg.seed)  # the new head's initial weights
     data = world.from_main(lambda: prepare_data(cfg, run, index))
+    race = None
+    if is_auto(cfg.model):  # the race's time is the run's: the deadline counts from ``started``
+        race = world.from_main(lambda: choose_backbone(cfg, data, run, index, world.device,
+                                                       world.world_size))
+        cfg = replace(cfg, model=race.winner)
+    torch.manual_seed(cfg.seed)  # the new head's initial weights
     model = build_classifier(cfg.model, len(data.classes), weights=cfg.weights,
                              head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout,
                              pre_logits=cfg.pre_logits)
@@ -194,7 +204,8 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
         bar=progress_bar("decode once", cfg.progress and world.is_main)))
     flips = None if cfg.augment.horizontal_flip is not None else world.from_main(
         lambda: check_flips(data.train, data.classes, images))
-    setup = Setup(data, model, resolution, plan, world, index, images, flips=flips)
+    setup = Setup(data, model, resolution, plan, world, index, images, flips=flips,
+                  race=race.to_dict() if race else None)
     if cfg.time_budget is not None:
         first = plan.phases[state.phase_index]
         spent = sum(r.seconds or 0.0 for r in state.results) + state.phase.seconds
@@ -208,7 +219,7 @@ def _setup(cfg: TrainConfig, run: RunDir, world: World, checkpoint: Checkpoint |
         setup = replace(setup, time=budget)
         if setup.time is not None and setup.time.planned:  # a fresh run: its plan is kept
             state = replace(state, time_plan=setup.time.planned)
-    return setup, state
+    return cfg, setup, state
 
 
 # ---------------------------------------------------------------- one phase
@@ -246,7 +257,8 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             epoch = run_epoch(parts, micro, setup=setup, meter=meter, state=state, phase=phase,
                               show=cfg.progress and setup.world.is_main, clock=clock)
             micro = epoch.micro
-            state, best = _after_epoch(state, phase, epoch, best, setup.model)
+            state, best = _after_epoch(state, phase, epoch, best, setup.model,
+                                       parts.scheduler.factor())
             if clock is not None:  # refit with the epoch's measured time
                 epochs = clock.epoch_done(epoch.train_seconds, epoch.steps,
                                           epoch.seconds - epoch.train_seconds, state.phase.epoch)
@@ -331,11 +343,12 @@ def _phase_parts(cfg: TrainConfig, setup: Setup, phase: PhaseConfig, plan: Phase
 
 
 def _after_epoch(state: RunState, phase: PhaseConfig, epoch: EpochOutcome, best: dict[str, Tensor] | None,
-                 model: nn.Module) -> tuple[RunState, dict[str, Tensor] | None]:
+                 model: nn.Module, lr_factor: float) -> tuple[RunState, dict[str, Tensor] | None]:
     """The state after an epoch (best score, early stopping, totals) and the best weights."""
     progress_ = state.phase.after_epoch(phase, epoch.val or epoch.train, seconds=epoch.seconds,
                                         train_seconds=epoch.train_seconds,
-                                        samples=epoch.train.seen, micro=epoch.micro)
+                                        samples=epoch.train.seen, micro=epoch.micro,
+                                        lr_factor=lr_factor)
     if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
         # a host copy: a second set of weights on the device would count against the budget
         best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

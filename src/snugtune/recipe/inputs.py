@@ -63,7 +63,7 @@ from snugtune.rundir import file_sha256
 from snugtune.step import CPU_FORWARD_CHUNK, MicroBatch, autocast, retry_halving
 from snugtune.store import DataIndex, RecordStore
 
-__all__ = ["CachedFeatures", "PhaseInputs", "phase_inputs"]
+__all__ = ["CachedFeatures", "PhaseInputs", "cached_inputs", "phase_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def phase_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resoluti
     mixer = batch_mixer(cfg.augment, len(data.classes))
     reason = _no_cache_reason(cfg, model, plan, mixer is not None)
     if reason is None:
-        return _cached_inputs(cfg, model, data, resolution, plan, device, index, images)
+        return cached_inputs(cfg, model, data, resolution, plan, device, index, images)
     train = SeededDataset(image_dataset(data.train, model, cfg, resolution, train=True,
                                         images=images))
     val = image_dataset(data.val, model, cfg, resolution, train=False,
@@ -120,9 +120,11 @@ def _no_cache_reason(cfg: TrainConfig, model: Classifier, plan: PhasePlan, mixes
     return None
 
 
-def _cached_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
-                   plan: PhasePlan, device: torch.device, index: DataIndex,
-                   images: ImageStore | None) -> PhaseInputs:
+def cached_inputs(cfg: TrainConfig, model: Classifier, data: DataBundle, resolution: int,
+                  plan: PhasePlan, device: torch.device, index: DataIndex,
+                  images: ImageStore | None) -> PhaseInputs:
+    """``data``'s features from the feature cache (filled where missing), and the head to
+    train on them."""
     t0 = time.perf_counter()
     samples = data.train + data.val
     keys = [s.sha256 if len(s.sha256) == 32 else bytes.fromhex(file_sha256(s.path))

@@ -96,7 +96,7 @@ def _summary(cfg: TrainConfig, setup: Setup, state: RunState,
         total_seconds=round(state.total_seconds, 2), time_budget=cfg.time_budget,
         time_plan=dict(state.time_plan) or None,
         flip_check=setup.flips.to_dict() if setup.flips else None,
-        decoded_images=setup.images.to_dict() if setup.images else None,
+        decoded_images=setup.images.to_dict() if setup.images else None, race=setup.race,
         skipped_files=len(data.scan.skipped),
         converted_files=len(data.scan.converted), phases=state.results,
     )

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -56,8 +57,9 @@ CLASS_IMBALANCE = 1.5  # class_weights=auto weighs classes when the largest is t
 class Setup:
     """What the recipe's setup made: the data, the model, its input size, the plan, this
     process's place among the data-parallel processes, the data index with the decoded-image
-    store (None: the files are decoded every epoch), the time budget's deadline, and the
-    flips decided from the data (None: set by the user)."""
+    store (None: the files are decoded every epoch), the time budget's deadline, the
+    flips decided from the data (None: set by the user), and the backbone race (``--model
+    auto``)."""
 
     data: DataBundle
     model: Classifier
@@ -68,6 +70,7 @@ class Setup:
     images: ImageStore | None = None
     time: TimeBudget | None = None
     flips: FlipCheck | None = None
+    race: dict[str, Any] | None = None  # --model auto: the race's record (recipe.race)
 
 
 def device_cap(budget_bytes: int | None, setup: Setup) -> PeakMeter:

@@ -1,5 +1,13 @@
 """Where a run stands, as frozen data saved in every checkpoint: ``RunState`` and the current
-phase's ``PhaseProgress``. The recipe replaces them; nothing mutates them."""
+phase's ``PhaseProgress``. The recipe replaces them; nothing mutates them.
+
+Early stopping respects the schedule: with warm-up and cosine decay, the validation loss of a
+small set may rise for a few epochs while the learning rate is high and fall below its
+earlier best as the rate decays; counting those epochs against the patience ended fine-tuning
+in the middle of its schedule. So an epoch without improvement counts only once the rate is at
+most ``DECAYED`` of its peak; a phase that has truly converged still stops ``patience`` epochs
+into the second half of its schedule. Measured in ``benchmarks/early_stopping.py``
+(``benchmarks/results/early_stopping.json``)."""
 
 from __future__ import annotations
 
@@ -11,7 +19,11 @@ from snugtune.config import PhaseConfig
 from snugtune.results import PhaseResult, Recovery
 from snugtune.step import MicroBatch, Stats
 
-__all__ = ["PhaseProgress", "RunState"]
+__all__ = ["DECAYED", "PhaseProgress", "RunState"]
+
+#: Early stopping's patience counts epochs without improvement only once the learning rate is
+#: at most this share of its peak (cosine: the schedule's second half).
+DECAYED = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,17 @@ class PhaseProgress:
     predicted_seconds: float | None = None
 
     def after_epoch(self, phase: PhaseConfig, score: Stats, *, seconds: float,
-                    train_seconds: float, samples: int, micro: MicroBatch) -> PhaseProgress:
+                    train_seconds: float, samples: int, micro: MicroBatch,
+                    lr_factor: float = 0.0) -> PhaseProgress:
         """The progress after one more epoch whose monitored scores are ``score`` (validation,
-        or training without a validation split): best so far, early stopping, totals."""
+        or training without a validation split): best so far, early stopping, totals.
+
+        ``lr_factor``: the schedule's LR multiplier at the epoch's end. An epoch without
+        improvement counts against the patience only once the learning rate has decayed to
+        ``DECAYED`` of its peak (or with a constant schedule): while it is high, a rising
+        validation loss is the schedule's doing, and the low-LR epochs still to come recover
+        it (module doc).
+        """
         value = score.loss if phase.monitor == "val_loss" else score.accuracy
         better = self.best_metric is None or (
             value < self.best_metric if phase.monitor == "val_loss" else value > self.best_metric)
@@ -62,7 +82,8 @@ class PhaseProgress:
         if better:
             return replace(done, best_metric=value, best_epoch=self.epoch, bad_epochs=0,
                            best_val_accuracy=score.accuracy, best_val_loss=score.loss)
-        bad = self.bad_epochs + 1
+        counts = phase.schedule == "constant" or lr_factor <= DECAYED
+        bad = self.bad_epochs + 1 if counts else 0
         last = self.epochs is not None and done.epoch >= self.epochs  # ends here anyway
         return replace(done, bad_epochs=bad, stopped_early=(
             phase.patience is not None and bad >= phase.patience and not last))

@@ -33,6 +33,7 @@ from snugtune.report.sections import (
     memory_section,
     overview_section,
     phases_section,
+    race_section,
     report_title,
 )
 from snugtune.results import RunSummary
@@ -79,6 +80,7 @@ def write_report(
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
         *overview_section(summary, run, created),
+        *race_section(summary),
         *phases_section(summary),
         *_epochs_paragraph(rows, run),
         *learning_curves_section(run),

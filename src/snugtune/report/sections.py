@@ -31,6 +31,7 @@ __all__ = [
     "memory_section",
     "overview_section",
     "phases_section",
+    "race_section",
     "report_title",
 ]
 
@@ -126,6 +127,35 @@ def phases_section(summary: RunSummary) -> list[Block]:
         rows.append(tuple(row))
     right = (False, True, False, True, True, True, True, False)
     return [*blocks, Table(tuple(header), tuple(rows), right[: len(header)])]
+
+
+def race_section(summary: RunSummary) -> list[Block]:
+    """``--model auto``: each candidate (dropped and why, or its rungs), the winner and why."""
+    race = summary.race
+    if not race:
+        return []
+    rows = []
+    for e in race.get("entrants") or ():
+        rungs = e.get("rungs") or ()
+        last = rungs[-1] if rungs else None
+        rows.append((
+            f"{e.get('name')} (chosen)" if e.get("name") == race.get("winner") else str(e.get("name")),
+            fmt_float(e.get("top1"), 3),
+            fmt_int(e.get("images_per_s")),
+            fmt_bytes(e.get("predicted_peak_bytes")),
+            " / ".join(f"{fmt_percent(r[1])} on {fmt_int(r[0])}" for r in rungs) or MISSING,
+            fmt_seconds(sum(r[2] for r in rungs)) if last else MISSING,
+            str(e.get("dropped") or ""),
+        ))
+    header = ("Backbone", "ImageNet top-1", "Images/s", "Predicted peak",
+              "Head accuracy (validation) per rung", "Race time", "Dropped because")
+    text = (f"Chosen: {race.get('winner')}, {race.get('reason')}. The race took "
+            f"{fmt_seconds(race.get('seconds'))}" + (
+                f" (its share of the time: {fmt_seconds(race.get('budget_seconds'))})"
+                if race.get("budget_seconds") else "") +
+            f"; validation on {fmt_int(race.get('val_images'))} images.")
+    return [Heading("Backbone race"), Paragraph(text),
+            Table(header, tuple(rows), (False, True, True, True, False, True, False))]
 
 
 def _time_plan(summary: RunSummary) -> str:

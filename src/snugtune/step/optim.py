@@ -116,6 +116,10 @@ class PhaseSchedule(LambdaLR):
     def _factor(self, step: int) -> float:
         return lr_factor(step, self.total, self.warmup, self.kind)
 
+    def factor(self) -> float:
+        """The LR multiplier of the step taken last (that of step 0 before any)."""
+        return self._factor(max(0, self.last_epoch - 1))
+
     def set_steps(self, steps: int) -> None:
         """The phase now lasts ``steps`` optimizer steps: later steps follow the new curve."""
         self.total = max(1, steps)

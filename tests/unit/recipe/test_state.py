@@ -56,3 +56,24 @@ def test_the_state_survives_a_checkpoint_round_trip() -> None:
     assert RunState.from_dict(state.to_dict()) == state
     after = state.next_phase(result)
     assert after.phase == PhaseProgress() and after.results == (result, result)
+
+
+def test_patience_counts_only_once_the_learning_rate_has_decayed() -> None:
+    """A rising loss while the LR is above ``DECAYED`` of its peak is the schedule's doing:
+    it does not count; from the second half of a cosine schedule it does."""
+    from snugtune.recipe.state import DECAYED
+
+    def run(phase: PhaseConfig, factors: list[float]) -> PhaseProgress:
+        p = PhaseProgress(epochs=10)
+        for loss, f in zip([1.0, 0.8, 0.9, 0.95, 0.99, 0.97, 0.96], factors, strict=False):
+            p = p.after_epoch(phase, Stats(loss * 10, 7, 10), seconds=1.0, train_seconds=1.0,
+                              samples=10, micro=MicroBatch(8), lr_factor=f)
+        return p
+
+    high, low = DECAYED + 0.3, DECAYED - 0.1
+    early = run(PHASE, [1.0, 0.95, 0.9, high, high, high, high])
+    assert early.bad_epochs == 0 and not early.stopped_early and early.epoch == 7
+    late = run(PHASE, [1.0, 0.95, 0.9, high, low, low])  # two epochs counted: patience 2
+    assert late.stopped_early and late.bad_epochs == 2 and late.epoch == 6
+    constant = run(replace(PHASE, schedule="constant"), [1.0] * 4)
+    assert constant.stopped_early and constant.epoch == 4
