@@ -29,8 +29,10 @@ import torch
 
 from snugtune.config import TrainConfig
 from snugtune.data import make_loader
+from snugtune.errors import ConfigError
 from snugtune.memory import PeakMeter, resolve_gpu
 from snugtune.models import build_classifier
+from snugtune.models.candidates import is_auto
 from snugtune.planner import plan_run
 from snugtune.recipe.setup import choose_resolution, image_dataset, load_folder
 from snugtune.report.plots import plot_lr_find
@@ -74,6 +76,10 @@ class LRFind:
 def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: float = 10.0,
             plot: Path | None = None) -> LRFind:
     """Run the range test on the first phase of ``cfg`` (see the module docstring)."""
+    if is_auto(cfg.model):
+        raise ConfigError(f"lr-find trains one backbone, not --model {cfg.model}: name it with "
+                          "--model (a run trained with --model auto names its choice in "
+                          "model_card.json)")
     with DataIndex.at(cfg.cache_dir) as index:
         folder = load_folder(cfg, index)
     scan, train = folder.scan, folder.train

@@ -34,3 +34,8 @@ def test_lr_find_command_plots_and_suggests(tmp_path: Path, capsys):
     assert out["lrs"] == sorted(out["lrs"]) and out["lrs"][0] == 1e-7
     assert min(out["lrs"]) <= out["steep"] <= max(out["lrs"])
     assert main(["lr-find", str(data), "--steps", "2"]) == 2
+
+
+def test_lr_find_needs_one_backbone_not_auto(tmp_path: Path, capsys) -> None:
+    assert main(["lr-find", str(tmp_path), "--model", "auto"]) == 2
+    assert "lr-find trains one backbone" in capsys.readouterr().err
