@@ -23,6 +23,7 @@ from snugtune.config import (
     config_to_dict,
     default_phases,
 )
+from snugtune.config.checks import flag_name
 from snugtune.errors import ConfigError
 
 
@@ -112,19 +113,32 @@ def test_the_saved_config_rebuilds_the_same_config(tmp_path: Path) -> None:
 
 FLAG_CASES = [
     # (override, flag, value as shown, fix)
-    ({"batch_size": 0}, "--batch-size", "0", "integer >= 1; use e.g. 32"),
-    ({"batch_size": True}, "--batch-size", "True", "integer >= 1"),
+    ({"batch_size": 0}, "--batch-size", "0", "integer in [1, 1048576]; use e.g. 32"),
+    ({"batch_size": True}, "--batch-size", "True", "integer in [1, 1048576]"),
+    ({"batch_size": 10**12}, "--batch-size", "1000000000000", "integer in [1, 1048576]"),
+    ({"seed": -1}, "--seed", "-1", "integer in [0, 2**63 - 1]"),
+    ({"time_budget": math.nan}, "--time-budget", "nan", "a duration up to a year; use e.g. 10m"),
+    ({"time_budget": math.inf}, "--time-budget", "inf", "a duration up to a year"),
+    ({"time_budget": 1e300}, "--time-budget", "1e+300", "a duration up to a year"),
+    ({"gpu_memory": 1e300}, "--gpu-memory", "1e+300", "from 1 B to 1 PiB; use e.g. 4GiB"),
+    ({"gpu_memory": True}, "--gpu-memory", "True", "use e.g. 4GiB"),
+    ({"model": 1e300}, "--model", "1e+300", "must be text; give a backbone name"),
+    ({"model": ""}, "--model", "''", "must be text; give a backbone name"),
+    ({"data": True}, "--data", "True", "must be text; give the image folder's path"),
+    ({"out": 3}, "--out", "3", "must be text; give the run folder's path"),
+    ({"weights": False}, "--weights", "False", "must be text; give auto, none or a weights"),
+    ({"gpu": 4}, "--gpu", "4", "must be text; give auto or a profile name"),
     ({"val_split": 1.5}, "--val-split", "1.5", "in [0, 1); use e.g. 0.2"),
     ({"val_split": math.nan}, "--val-split", "nan", "in [0, 1)"),
     ({"resolution": 8}, "--resolution", "8", "integer in [16, 2048]; use e.g. 224"),
     ({"seed": "abc"}, "--seed", "'abc'", "must be an integer"),
-    ({"workers": -1}, "--workers", "-1", "integer >= 0"),
-    ({"head_hidden": 0}, "--head-hidden", "0", "positive integer or omitted"),
+    ({"workers": -1}, "--workers", "-1", "integer in [0, 1024] or omitted"),
+    ({"head_hidden": 0}, "--head-hidden", "0", "integer in [1, 1048576] or omitted"),
     ({"head_dropout": 1.0}, "--head-dropout", "1.0", "in [0, 1)"),
     ({"class_weights": "inverse"}, "--class-weights", "'inverse'", "one of auto, balanced, none"),
     ({"device": "tpu"}, "--device", "'tpu'", "one of auto, cpu, cuda"),
     ({"precision": "fp8"}, "--precision", "'fp8'", "one of auto, fp32, bf16, fp16"),
-    ({"micro_batch": 0}, "--micro-batch", "0", "integer >= 1"),
+    ({"micro_batch": 0}, "--micro-batch", "0", "integer in [1, 1048576] or omitted"),
     ({"gpu_memory": "lots"}, "--gpu-memory", "'lots'", "use e.g. 4GiB"),
     ({"gpu_memory": -1}, "--gpu-memory", "-1", "positive size"),
     ({"deterministic": "no"}, "--deterministic", "'no'", "true or false"),
@@ -141,33 +155,39 @@ AUGMENT_CASES = [
     ("zoom_range", 3, "in [0, 1)"),
     ("color_jitter", "lots", "in [0, 1)"),
     ("random_erasing", 1.5, "in [0, 1)"),
-    ("mixup_alpha", -1, ">= 0 (0 turns it off)"),
-    ("cutmix_alpha", "x", ">= 0 (0 turns it off)"),
+    ("mixup_alpha", -1, "in [0, 100] (0 turns it off)"),
+    ("mixup_alpha", 1e300, "in [0, 100] (0 turns it off)"),
+    ("cutmix_alpha", "x", "in [0, 100] (0 turns it off)"),
     ("brightness_range", [1.2, 0.8], "two numbers 0 < lo <= hi, e.g. [0.8, 1.2]"),
     ("brightness_range", 0.2, "two numbers 0 < lo <= hi"),
     ("fill_mode", "mirror", "one of constant, nearest, reflect, wrap"),
-    ("cval", "black", "a number"),
+    ("cval", "black", "a pixel value in [0, 255]"),
+    ("cval", 1e300, "a pixel value in [0, 255]"),
     ("horizontal_flip", "yes", "true or false"),
     ("vertical_flip", 2, "true or false"),
 ]
 
 PHASE_CASES = [
-    ("epochs", -1, "integer >= 0"),
-    ("epochs", 2.5, "integer >= 0"),
+    ("epochs", -1, "integer in [0, 100000] or null"),
+    ("epochs", 2.5, "integer in [0, 100000] or null"),
+    ("epochs", 10**9, "integer in [0, 100000] or null"),
     ("lr", 0, "in (0, 10); use e.g. 1e-3"),
     ("lr", "fast", "in (0, 10)"),
     ("trainable", "top:0", "head, all or top:N (N >= 1)"),
     ("trainable", "backbone", "head, all or top:N"),
     ("backbone_lr_ratio", 0, "in (0, 1]"),
     ("layer_decay", 2, "in (0, 1]"),
-    ("weight_decay", -1e-4, ">= 0"),
+    ("weight_decay", -1e-4, "in [0, 1]; use e.g. 1e-4"),
+    ("weight_decay", 1e300, "in [0, 1]"),
     ("label_smoothing", 1, "in [0, 1)"),
-    ("warmup_epochs", -1, ">= 0"),
+    ("warmup_epochs", -1, "in [0, 100000]; use e.g. 0.5"),
+    ("warmup_epochs", 1e300, "in [0, 100000]"),
+    ("warmup_epochs", math.inf, "in [0, 100000]"),
     ("optimizer", "lion", "one of adamw, adam, sgd"),
     ("momentum", "high", "a number"),
     ("schedule", "step", "one of cosine, onecycle, constant"),
     ("monitor", "accuracy", "one of val_loss, val_accuracy"),
-    ("patience", 0, "integer >= 1 or null (no early stopping)"),
+    ("patience", 0, "integer in [1, 100000] or null (no early stopping)"),
     ("restore_best", "yes", "true or false"),
     ("train_bn", "no", "true or false"),
 ]
@@ -415,6 +435,49 @@ def test_a_flag_for_a_phase_the_recipe_lacks(write_yaml: Any) -> None:
 # --- nothing but ConfigError, whatever a YAML file holds ----------------------------------------
 
 ODD_VALUES = [None, True, "text", -1, 0, 1e300, math.inf, math.nan, [1, 2], {"a": 1}, []]
+
+
+def _every_field(odd: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(field name, a config section setting that field to ``odd``) for every setting."""
+    out = [(f.name, {f.name: odd}) for f in fields(TrainConfig) if f.name not in ("augment", "phases")]
+    out += [(f.name, {"augment": {f.name: odd}}) for f in fields(AugmentConfig)]
+    out += [(f.name, {"phases": {"head": {f.name: odd}}}) for f in fields(PhaseConfig)]
+    return out
+
+
+@pytest.mark.parametrize("odd", [math.nan, math.inf, -math.inf, 1e300], ids=repr)
+def test_non_finite_and_absurd_numbers_are_refused_in_every_field(odd: Any, tmp_path: Path) -> None:
+    """No setting takes nan, infinity or 1e300: each is refused, its key or flag named."""
+    for i, (name, section) in enumerate(_every_field(odd)):
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(yaml.safe_dump({"data": "d", **section}))
+        with pytest.raises(ConfigError) as caught:
+            build_config(path)
+        assert any(name in p or flag_name(name) in p for p in caught.value.problems), (
+            section, caught.value.problems)
+
+
+def test_a_boolean_is_refused_wherever_a_value_is_not_one(tmp_path: Path) -> None:
+    booleans = {f.name for cls in (TrainConfig, AugmentConfig, PhaseConfig) for f in fields(cls)
+                if f.type in ("bool", "bool | None")}
+    for i, (name, section) in enumerate(_every_field(True)):
+        if name in booleans:
+            continue
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(yaml.safe_dump({"data": "d", **section}))
+        with pytest.raises(ConfigError):
+            build_config(path)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": True, "time_budget": math.inf, "gpu_memory": 1e300,
+                                    "model": 1e300, "phases": {"finetune": {"warmup_epochs": 1e300}}}))
+    with pytest.raises(ConfigError) as caught:
+        build_config(path)
+    named = ["--data", "--time-budget", "--gpu-memory", "--model", "phases.finetune.warmup_epochs"]
+    assert len(caught.value.problems) == len(named)
+    assert all(any(p.startswith(n + ":") for p in caught.value.problems) for n in named)
 
 
 @pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)

@@ -46,27 +46,58 @@ def _bool_problems(obj: Any, names: tuple[str, ...], key: Callable[[str], str]) 
             for n in names if not isinstance(getattr(obj, n), bool)]
 
 
+#: The largest values taken as meant (anything larger is a typo or an overflow): a memory
+#: budget (1 PiB), a time budget (a year), epochs and batch sizes, a seed (numpy's and
+#: torch's range), warm-up epochs, loader processes, a head layer's width.
+MAX_BYTES = 2**50
+MAX_SECONDS = 365 * 24 * 3600.0
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 1024
+MAX_HIDDEN = 2**20
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _texts(cfg: TrainConfig) -> list[str]:
+    """The settings that are names or paths: text, not numbers or booleans."""
+    fixes = {"data": "give the image folder's path", "out": "give the run folder's path",
+             "model": "give a backbone name, e.g. tf_efficientnet_lite0, or auto",
+             "weights": "give auto, none or a weights file's path",
+             "gpu": "give auto or a profile name, e.g. t4-16gb"}
+    return [f"{flag_name(n)}: {getattr(cfg, n)!r} must be text; {fix}"
+            for n, fix in fixes.items() if not _text(getattr(cfg, n))]
+
+
 def validate(cfg: TrainConfig) -> list[str]:
     """Every problem of ``cfg``, each naming the flag or key, the bad value and the fix."""
-    p: list[str] = []
-    _check(p, _int(cfg.batch_size) and cfg.batch_size >= 1,
-           f"--batch-size: {cfg.batch_size!r} must be an integer >= 1; use e.g. 32")
+    p: list[str] = _texts(cfg)
+    _check(p, _int(cfg.batch_size) and 1 <= cfg.batch_size <= MAX_BATCH,
+           f"--batch-size: {cfg.batch_size!r} must be an integer in [1, {MAX_BATCH}]; use e.g. 32")
+    _check(p, cfg.gpu_memory is None or (_int(cfg.gpu_memory) and 1 <= cfg.gpu_memory <= MAX_BYTES),
+           f"--gpu-memory: {cfg.gpu_memory!r} must be a size from 1 B to 1 PiB; use e.g. 4GiB")
+    _check(p, cfg.time_budget is None or (_num(cfg.time_budget) and 0 < cfg.time_budget <= MAX_SECONDS),
+           f"--time-budget: {cfg.time_budget!r} must be a duration up to a year; use e.g. 10m")
     _check(p, _num(cfg.val_split) and 0 <= cfg.val_split < 1,
            f"--val-split: {cfg.val_split!r} must be in [0, 1); use e.g. 0.2")
     _check(p, cfg.resolution is None or (_int(cfg.resolution) and 16 <= cfg.resolution <= 2048),
            f"--resolution: {cfg.resolution!r} must be an integer in [16, 2048]; use e.g. 224")
-    _check(p, _int(cfg.seed), f"--seed: {cfg.seed!r} must be an integer")
-    _check(p, cfg.workers is None or (_int(cfg.workers) and cfg.workers >= 0),
-           f"--workers: {cfg.workers!r} must be an integer >= 0")
-    _check(p, cfg.head_hidden is None or (_int(cfg.head_hidden) and cfg.head_hidden > 0),
-           f"--head-hidden: {cfg.head_hidden!r} must be a positive integer or omitted")
+    _check(p, _int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED,
+           f"--seed: {cfg.seed!r} must be an integer in [0, 2**63 - 1]; use e.g. 0")
+    _check(p, cfg.workers is None or (_int(cfg.workers) and 0 <= cfg.workers <= MAX_WORKERS),
+           f"--workers: {cfg.workers!r} must be an integer in [0, {MAX_WORKERS}] or omitted")
+    _check(p, cfg.head_hidden is None or (_int(cfg.head_hidden) and 0 < cfg.head_hidden <= MAX_HIDDEN),
+           f"--head-hidden: {cfg.head_hidden!r} must be an integer in [1, {MAX_HIDDEN}] or omitted")
     _check(p, _num(cfg.head_dropout) and 0 <= cfg.head_dropout < 1,
            f"--head-dropout: {cfg.head_dropout!r} must be in [0, 1)")
     for name, allowed in (("class_weights", CLASS_WEIGHTS), ("device", DEVICES), ("precision", PRECISIONS)):
         v = getattr(cfg, name)
         _check(p, v in allowed, f"{flag_name(name)}: {v!r} is not one of {', '.join(allowed)}")
-    _check(p, cfg.micro_batch is None or (_int(cfg.micro_batch) and cfg.micro_batch >= 1),
-           f"--micro-batch: {cfg.micro_batch!r} must be an integer >= 1")
+    _check(p, cfg.micro_batch is None or (_int(cfg.micro_batch) and 1 <= cfg.micro_batch <= MAX_BATCH),
+           f"--micro-batch: {cfg.micro_batch!r} must be an integer in [1, {MAX_BATCH}] or omitted")
     _check(p, bool(cfg.phases), "phases: [] is empty; give at least one phase, e.g. "
            "[{name: head, epochs: 5, lr: 1.0e-3}]")
     names = [ph.name for ph in cfg.phases]
@@ -97,14 +128,17 @@ def _validate_augment(a: AugmentConfig) -> list[str]:
         _check(p, _num(v) and 0 <= v < 1, f"{pre}{name}: {v!r} must be in [0, 1)")
     for name in ("mixup_alpha", "cutmix_alpha"):
         v = getattr(a, name)
-        _check(p, _num(v) and v >= 0, f"{pre}{name}: {v!r} must be >= 0 (0 turns it off)")
+        _check(p, _num(v) and 0 <= v <= 100,
+               f"{pre}{name}: {v!r} must be in [0, 100] (0 turns it off); use e.g. 0.2")
     br = a.brightness_range
     _check(p, br is None or (isinstance(br, tuple) and len(br) == 2 and all(_num(x) for x in br)
                              and 0 < br[0] <= br[1]),
            f"{pre}brightness_range: {br!r} must be two numbers 0 < lo <= hi, e.g. [0.8, 1.2]")
     _check(p, a.fill_mode in FILL_MODES,
            f"{pre}fill_mode: {a.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
-    _check(p, _num(a.cval), f"{pre}cval: {a.cval!r} must be a number (the fill for fill_mode=constant)")
+    _check(p, _num(a.cval) and 0 <= a.cval <= 255,
+           f"{pre}cval: {a.cval!r} must be a pixel value in [0, 255] (the fill for "
+           "fill_mode=constant)")
     p.extend(_bool_problems(a, ("vertical_flip",), lambda n: pre + n))
     _check(p, a.horizontal_flip is None or isinstance(a.horizontal_flip, bool),
            f"{pre}horizontal_flip: {a.horizontal_flip!r} must be true or false (or null: "
@@ -117,8 +151,10 @@ def validate_phase(ph: PhaseConfig, key: Callable[[str], str] | None = None) -> 
     key ``phases.NAME.field``; a command with flags for them names the flags)."""
     key = key or (lambda n: f"phases.{ph.name}.{n}")
     p: list[str] = []
-    _check(p, ph.epochs is None or (_int(ph.epochs) and ph.epochs >= 0),
-           f"{key('epochs')}: {ph.epochs!r} must be an integer >= 0 or null (scaled to the data)")
+    _check(p, _text(ph.name), f"{key('name')}: {ph.name!r} must be text, e.g. head or finetune")
+    _check(p, ph.epochs is None or (_int(ph.epochs) and 0 <= ph.epochs <= MAX_EPOCHS),
+           f"{key('epochs')}: {ph.epochs!r} must be an integer in [0, {MAX_EPOCHS}] or null "
+           "(scaled to the data)")
     _check(p, _num(ph.lr) and 0 < ph.lr < 10, f"{key('lr')}: {ph.lr!r} must be in (0, 10); use e.g. 1e-3")
     try:
         parse_trainable(ph.trainable)
@@ -127,16 +163,18 @@ def validate_phase(ph: PhaseConfig, key: Callable[[str], str] | None = None) -> 
     for name in ("backbone_lr_ratio", "layer_decay"):
         v = getattr(ph, name)
         _check(p, _num(v) and 0 < v <= 1, f"{key(name)}: {v!r} must be in (0, 1]")
-    _check(p, _num(ph.weight_decay) and ph.weight_decay >= 0, f"{key('weight_decay')}: {ph.weight_decay!r} must be >= 0")
+    _check(p, _num(ph.weight_decay) and 0 <= ph.weight_decay <= 1,
+           f"{key('weight_decay')}: {ph.weight_decay!r} must be in [0, 1]; use e.g. 1e-4")
     _check(p, _num(ph.label_smoothing) and 0 <= ph.label_smoothing < 1,
            f"{key('label_smoothing')}: {ph.label_smoothing!r} must be in [0, 1)")
-    _check(p, _num(ph.warmup_epochs) and ph.warmup_epochs >= 0,
-           f"{key('warmup_epochs')}: {ph.warmup_epochs!r} must be >= 0")
+    _check(p, _num(ph.warmup_epochs) and 0 <= ph.warmup_epochs <= MAX_EPOCHS,
+           f"{key('warmup_epochs')}: {ph.warmup_epochs!r} must be in [0, {MAX_EPOCHS}]; use e.g. 0.5")
     _check(p, ph.optimizer in OPTIMIZERS, f"{key('optimizer')}: {ph.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     _check(p, ph.schedule in SCHEDULES, f"{key('schedule')}: {ph.schedule!r} is not one of {', '.join(SCHEDULES)}")
     _check(p, ph.monitor in MONITORS, f"{key('monitor')}: {ph.monitor!r} is not one of {', '.join(MONITORS)}")
-    _check(p, ph.patience is None or (_int(ph.patience) and ph.patience >= 1),
-           f"{key('patience')}: {ph.patience!r} must be an integer >= 1 or null (no early stopping)")
+    _check(p, ph.patience is None or (_int(ph.patience) and 1 <= ph.patience <= MAX_EPOCHS),
+           f"{key('patience')}: {ph.patience!r} must be an integer in [1, {MAX_EPOCHS}] or null "
+           "(no early stopping)")
     _check(p, _num(ph.momentum) and 0 <= ph.momentum < 1,
            f"{key('momentum')}: {ph.momentum!r} must be a number in [0, 1), e.g. 0.9")
     p.extend(_bool_problems(ph, ("restore_best", "train_bn"), key))

@@ -10,12 +10,12 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import fields, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 
-from snugtune.config.checks import validate
+from snugtune.config.checks import MAX_BYTES, validate
 from snugtune.config.settings import AugmentConfig, PhaseConfig, TrainConfig, default_phases
 from snugtune.errors import ConfigError
 from snugtune.units import parse_bytes, parse_duration
@@ -136,6 +136,10 @@ def _from_raw(raw: Mapping[str, Any], problems: list[str]) -> TrainConfig | None
         value = top.pop("gpu_memory")
         try:
             top["gpu_memory"] = parse_bytes(value)
+            if top["gpu_memory"] > MAX_BYTES:  # named as given, not as a 300-digit integer
+                del top["gpu_memory"]
+                problems.append(f"--gpu-memory: {value!r} must be a size from 1 B to 1 PiB; "
+                                "use e.g. 4GiB")
         except (ValueError, TypeError, OverflowError) as e:
             detail = str(e) if str(e).startswith(repr(value)) else (
                 f"{value!r} is not a size; use e.g. 4GiB, 512MiB or 8g")
@@ -146,8 +150,8 @@ def _from_raw(raw: Mapping[str, Any], problems: list[str]) -> TrainConfig | None
             top["time_budget"] = parse_duration(value)
         except (ValueError, TypeError) as e:
             problems.append(f"--time-budget: {e}")
-    for k in ("data", "out", "weights"):
-        if k in top:
+    for k in ("data", "out", "weights"):  # a path object is text; a number or a boolean is not
+        if isinstance(top.get(k), PurePath):
             top[k] = str(top[k])
     try:
         return TrainConfig(**top, augment=AugmentConfig(**aug_kw), phases=phases)
