@@ -42,13 +42,25 @@ def test_set_trainable_top_blocks_and_head_only() -> None:
     assert all(p.requires_grad for p in clf.parameters())
 
 
-def test_frozen_batchnorm_keeps_running_stats() -> None:
+def _bn_stats(blocks: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for m in blocks.modules() if isinstance(m, torch.nn.BatchNorm2d)
+            for b in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_batchnorm_statistics_of_a_trainable_block_follow_train_bn(train_bn: bool) -> None:
+    """The top block trains in both cases; its BatchNorm statistics change only with
+    ``train_bn``. The frozen stem's never change."""
     clf = build_classifier("timm:resnet18", 3, weights="none")
-    clf.set_trainable(1, train_bn=False)
+    clf.set_trainable(1, train_bn=train_bn)
     clf.train()
-    before = clf.backbone.bn1.running_mean.clone()
+    top, stem = clf.blocks[-1], clf.backbone.bn1
+    assert any(p.requires_grad for p in top.parameters())  # the block trains
+    before_top, before_stem = _bn_stats(top), stem.running_mean.clone()
     clf(torch.randn(4, 3, 32, 32))
-    assert torch.equal(before, clf.backbone.bn1.running_mean)
+    changed = [not torch.equal(a, b) for a, b in zip(before_top, _bn_stats(top), strict=True)]
+    assert all(changed) if train_bn else not any(changed)
+    assert torch.equal(before_stem, stem.running_mean)
     assert clf.head.training
 
 
