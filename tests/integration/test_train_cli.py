@@ -15,9 +15,10 @@ from snugtune.rundir import RunDir
 
 from .conftest import FAST
 
-EXPECTED = ["config.yaml", "metrics.csv", "summary.json", "model.safetensors", "model_card.json",
-            "learning_curves.png", "confusion_matrix.png", "report.md", "report.html", "plan.json",
-            "split.json", "scan.json", "checkpoints/last.pt"]
+EXPECTED = ["config.yaml", "metrics.csv", "metrics.json", "summary.json", "model.safetensors",
+            "model_card.json", "learning_curves.png", "confusion_matrix.png", "hardest_val.png",
+            "report.md", "report.html", "plan.json", "split.json", "scan.json",
+            "checkpoints/last.pt"]
 
 
 def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsys) -> None:
@@ -25,6 +26,8 @@ def test_train_writes_every_promised_file(tiny_data: Path, tmp_path: Path, capsy
     assert main(["train", str(tiny_data), "--out", str(run), *FAST, "--epochs", "2"]) == 0
     for name in EXPECTED:
         assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert len(json.loads(RunDir(run).metrics_json.read_text())) == 4  # 2 phases x 2 epochs
     summary = json.loads(RunDir(run).summary.read_text())
     assert summary["classes"] == ["class_0", "class_1", "class_2"]
     assert [p["name"] for p in summary["phases"]] == ["head", "finetune"]

@@ -43,10 +43,30 @@ def test_write_animal_mnist_is_idempotent_and_follows_selection(tmp_path: Path) 
     assert len(list((dest / "cat").glob("*.png"))) == 2
 
 
-def test_labels_match_class_names() -> None:
+def _silhouette(mean_image: np.ndarray) -> tuple[int, int]:
+    """Height and width of the brighter-than-average part of a class's mean image."""
+    fg = mean_image > mean_image.mean()
+    rows, cols = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def test_labels_match_class_names(tmp_path: Path) -> None:
+    """1,000 images per label; the names follow the labels' order: the giraffe's mean
+    silhouette is the tallest and narrowest of the ten (27 x 12 px), the horse's and the
+    cow's wider than tall; and each written file holds its label's image."""
     images, labels = demo.load_animal_mnist_arrays()
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [1000] * 10
+    shape = {c: _silhouette(images[labels == k].astype(float).mean(0))
+             for k, c in enumerate(ANIMAL_MNIST_CLASSES)}
+    assert max(shape, key=lambda c: shape[c][0] / shape[c][1]) == "giraffe"
+    assert all(shape[c][1] > shape[c][0] for c in ("horse", "cow", "elephant"))
+    dest = write_animal_mnist(tmp_path / "am", per_class=1, seed=0)
+    for k, name in enumerate(ANIMAL_MNIST_CLASSES):
+        (png,) = (dest / name).glob("*.png")
+        i = int(png.stem)  # NNNN: the image's index within its label, in array order
+        expected = images[np.flatnonzero(labels == k)[i]]
+        assert np.array_equal(np.asarray(Image.open(png).convert("L")), expected)
 
 
 def test_data_unpickler_refuses_code(tmp_path: Path) -> None:

@@ -94,8 +94,14 @@ class DataDependent(nn.Module):
 
 
 def test_data_dependent_ops_are_simulated():
-    trace = simulate(DataDependent(), StepConfig(batch=2, res=8, device="cpu"), classes=3)
-    assert trace.peak().bytes > 0
+    """``.item()`` and ``unique()`` in forward run on fakes (on ones), and the simulated peak
+    is the real step's."""
+    cfg = StepConfig(batch=2, res=8, device="cpu")
+    torch.manual_seed(0)
+    fake = simulate(DataDependent(), cfg, classes=3).peak().bytes
+    torch.manual_seed(0)
+    real = real_trace(DataDependent(), cfg).peak().bytes
+    assert abs(fake - real) <= 0.01 * real, (fake, real)
 
 
 def test_batch_derivation_is_exact():
