@@ -30,6 +30,12 @@ POINT is one of:
     data index has not committed them yet.
 ``outputs``
     halfway through writing the final weights (after the last checkpoint).
+
+``pause:POINT`` pauses there instead: the process announces the point, then waits until the
+file ``MARKER.go`` exists and carries on (a checkpoint paused halfway through its bytes then
+writes the rest). A test sends a signal to the paused process, then lets it go: the signal
+arrives at that exact moment, with no polling race. SIGINT is at its default here (a test
+session started in the background hands its children SIGINT ignored).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -51,14 +58,20 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 FREEZE_S = 1800
 
 
-def _freezer(marker: Path, point: str) -> Callable[[], None]:
-    """A function that announces ``point`` through ``marker`` and then never returns."""
+def _freezer(marker: Path, point: str, pause: bool) -> Callable[[], None]:
+    """A function that announces ``point`` through ``marker`` and then never returns (or,
+    with ``pause``, returns once ``MARKER.go`` exists)."""
+    go = marker.with_name(marker.name + ".go")
 
     def freeze() -> None:
         tmp = marker.with_name(marker.name + ".tmp")
         tmp.write_text(f"{point} pid={os.getpid()} thread={threading.current_thread().name}\n")
         os.replace(tmp, marker)
-        time.sleep(FREEZE_S)  # the test sends SIGKILL long before this ends
+        deadline = time.monotonic() + FREEZE_S
+        while time.monotonic() < deadline:  # a signal's handler may interrupt a sleep
+            if pause and go.exists():
+                return
+            time.sleep(0.01 if pause else 1.0)
         os._exit(3)  # a test that died without killing us must not leave us behind
 
     return freeze
@@ -114,6 +127,7 @@ def _at_write(n: int, freeze: Callable[[], None]) -> None:
         f.flush()
         os.fsync(f.fileno())
         freeze()
+        f.write(data[len(data) // 2 :])  # paused, not frozen: the write completes
 
     torch.save = save
 
@@ -172,8 +186,10 @@ def _at_outputs(freeze: Callable[[], None]) -> None:
 
 
 def install(point: str, marker: Path) -> None:
-    """Arrange for the process to freeze at ``point`` (see the module docstring)."""
-    freeze = _freezer(marker, point)
+    """Arrange for the process to freeze (or pause) at ``point`` (see the module docstring)."""
+    pause = point.startswith("pause:")
+    point = point.removeprefix("pause:")
+    freeze = _freezer(marker, point, pause)
     kind, _, arg = point.partition(":")
     n = int(arg) if arg else 0
     if kind == "scan":
@@ -197,6 +213,7 @@ def main(argv: list[str]) -> int:
     point, marker, sep, *args = argv
     if sep != "--":
         raise SystemExit("usage: _interruptible.py POINT MARKER -- snugtune arguments...")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as from a terminal
     install(point, Path(marker))
     from snugtune.cli import main as snugtune_main
 

@@ -2,9 +2,9 @@
 
 Every run here is a real ``python -m snugtune`` subprocess on CPU with ``--deterministic``; the
 final ``model.safetensors`` of an interrupted-and-resumed run must be byte-identical to an
-uninterrupted one. Kills are timed by polling files, never by sleeping: either a marker file
-written by ``_interruptible.py`` (which freezes the process at an exact point), or the run
-folder itself (``metrics.csv`` rows, ``checkpoints/``).
+uninterrupted one. Every stop lands at an exact point, never timed by sleeping or by watching
+the run folder: ``_interruptible.py`` freezes the process there (``kill -9``) or pauses it
+there while a test's signal arrives (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -119,16 +119,9 @@ def files(ckpt_dir: Path) -> set[str]:
     return {p.name for p in ckpt_dir.iterdir()} if ckpt_dir.exists() else set()
 
 
-def temp_files(ckpt_dir: Path, pid: int | None = None) -> list[str]:
-    """Checkpoint temp files (of ``pid`` only, if given)."""
-    return [n for n in files(ckpt_dir) if ".tmp-" in n and (pid is None or n.endswith(f"-{pid}"))]
-
-
-def inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
+def temp_files(ckpt_dir: Path) -> list[str]:
+    """Checkpoint temp files."""
+    return [n for n in files(ckpt_dir) if ".tmp-" in n]
 
 
 def assert_identical(expected: Path, run: Path) -> None:
@@ -207,44 +200,49 @@ def test_kill_9_at_each_kind_of_moment_then_resume_is_bit_identical(
     assert_identical(straight, run)
 
 
-def test_kill_9_ctrl_c_and_sigterm_timed_by_the_run_folder(
+def test_kill_9_then_ctrl_c_during_a_write_then_sigterm_after_a_checkpoint(
     data: Path, tmp_path: Path, straight: Path
 ) -> None:
-    """Plain ``python -m snugtune`` (no freeze points), stopped three ways, timed by what
-    appears in the run folder; each stop is resumable and the result is bit-identical."""
+    """Stopped three ways, each at an exact moment, each resumable; the result is
+    bit-identical. Ctrl-C and SIGTERM reach a process paused at its point (``pause:`` in
+    ``_interruptible.py``), which then carries on: no polling, no race with the run's end."""
     run, logs, ckpts = tmp_path / "run", tmp_path / "logs", tmp_path / "run" / "checkpoints"
-    resume = snugtune("train", "--resume", str(run))
+    resume = ("train", "--resume", str(run))
 
-    # SIGKILL as soon as the first checkpoint file appears (mid-write or just after).
-    p = Proc(snugtune("train", str(data), "--out", str(run), *ARGS), logs)
-    p.wait_for(lambda: bool(files(ckpts)), "the first checkpoint file")
-    assert p.signal(signal.SIGKILL) == -signal.SIGKILL
+    # SIGKILL after head epoch 1's checkpoint.
+    kill_at("saved:1", logs, "train", str(data), "--out", str(run), *ARGS)
+    assert progress(ckpts / "last.pt") == (0, 1)
 
-    # Ctrl-C while this process writes a checkpoint: the write completes, then exit 130. The
-    # write is short: when the poll misses it, the signal follows the completed checkpoint,
-    # with epochs still to train (waiting for the last epoch's row raced the run's end).
-    before = inode(ckpts / "last.pt")
-    p = Proc(resume, logs)
-    pid = p.popen.pid
-    p.wait_for(lambda: bool(temp_files(ckpts, pid)) or inode(ckpts / "last.pt") not in (before, None),
-               "a checkpoint write")
-    logged = rows(run)
-    assert p.signal(signal.SIGINT) == 130, p.stderr
+    # Ctrl-C halfway through writing head epoch 2's checkpoint: the write completes, then
+    # exit 130 with that epoch kept.
+    p = stop_at("write:1", signal.SIGINT, logs, *resume)
+    assert p.popen.returncode == 130, p.stderr
     assert_interrupted(p, run)
-    assert progress(ckpts / "last.pt")[1] >= logged  # the epoch being saved was kept
+    assert progress(ckpts / "last.pt") == (0, 2) and rows(run) == 2
 
-    # SIGTERM right after this process wrote a checkpoint: exit 130, that epoch kept.
-    before = inode(ckpts / "last.pt")
-    p = Proc(resume, logs)
-    p.wait_for(lambda: inode(ckpts / "last.pt") not in (before, None), "a new checkpoint")
-    logged = rows(run)
-    assert p.signal(signal.SIGTERM) == 130, p.stderr
+    # SIGTERM right after the next checkpoint (the phase boundary) became last.pt.
+    p = stop_at("saved:1", signal.SIGTERM, logs, *resume)
+    assert p.popen.returncode == 130, p.stderr
     assert_interrupted(p, run)
-    assert progress(ckpts / "last.pt")[1] >= min(logged, EPOCHS)
+    assert progress(ckpts / "last.pt") == (1, 2)
 
-    p = Proc(resume, logs)
+    p = Proc(snugtune(*resume), logs)
     assert p.finish() == 0, p.stderr
     assert_identical(straight, run)
+
+
+def stop_at(point: str, sig: int, logs: Path, *args: str) -> Proc:
+    """Start snugtune paused at ``point``, send it ``sig`` there, let it carry on, wait."""
+    marker = logs / f"marker-pause-{point.replace(':', '-')}"
+    go = marker.with_name(marker.name + ".go")
+    marker.unlink(missing_ok=True)
+    go.unlink(missing_ok=True)
+    p = Proc(frozen_at(f"pause:{point}", marker, *args), logs)
+    p.wait_for(marker.exists, f"pause point {point}")
+    os.kill(p.popen.pid, sig)
+    go.touch()
+    p.finish()
+    return p
 
 
 def assert_interrupted(p: Proc, run: Path) -> None:
