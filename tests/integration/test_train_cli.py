@@ -148,10 +148,28 @@ def test_a_batch_larger_than_the_training_set_is_reported_as_one_micro_batch(
     assert finetune["micro_batch"] == train and finetune["accumulation"] == 1
 
 
+class VirtualClock:
+    """``time.perf_counter`` advancing by ``tick`` seconds per reading: the recipe's timing
+    code then sees the same durations on any machine, under any load."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick, self.now = tick, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
 def test_a_time_budget_fits_the_phases_and_the_report_says_how(tiny_data: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import snugtune.recipe.cache
     import snugtune.recipe.finetune as recipe
+    import snugtune.recipe.inputs
+    import snugtune.recipe.timing
 
+    clock = VirtualClock(0.15)  # every reading of the run's clock is 150 ms later: deterministic
+    for module in (recipe, snugtune.recipe.timing, snugtune.recipe.inputs, snugtune.recipe.cache):
+        monkeypatch.setattr(module, "time", clock)
     run = tmp_path / "run"
     original = recipe.run_epoch
 
