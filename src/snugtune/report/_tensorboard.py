@@ -28,6 +28,21 @@ def scalar_tag(key: str) -> str:
     return key
 
 
+def _later_than_every_file(logdir: Path) -> None:
+    """Wait until this second is later than every event file's in ``logdir``.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<counter>``: two files of one second from one
+    process sort by a counter whose digits may grow (``...9`` after ``...10``), which put a
+    resumed run's file before the one it hides. A later second sorts it last (a wait only
+    when a run resumes within the second its last file was created).
+    """
+    seconds = [int(part) for f in logdir.glob("events.out.tfevents.*")
+               if (part := f.name.split(".")[3]).isdigit()]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
+
+
 class ScalarWriter:
     """Writes scalar summaries to an event file in ``logdir``; one file per process start."""
 
@@ -48,6 +63,7 @@ class ScalarWriter:
             from tensorboard.compat.proto import event_pb2, summary_pb2
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+            _later_than_every_file(Path(logdir))
             writer = EventFileWriter(str(logdir), flush_secs=5)
         except Exception as exc:  # a broken optional dependency must not stop training
             logger.warning("TensorBoard logging disabled (%s: %s)", type(exc).__name__, exc)

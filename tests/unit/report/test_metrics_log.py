@@ -102,3 +102,14 @@ def test_tensorboard_scalars_survive_truncate_and_resume(tmp_path: Path) -> None
     resumed.close()
     assert _scalars(tmp_path / "tensorboard", "loss/train") == [(1, 1.0), (2, 9.0)]
     assert _scalars(tmp_path / "tensorboard", "accuracy/val")[0] == (1, 0.6)
+
+
+def test_a_resumed_event_file_is_read_after_the_first_whatever_its_counter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Event files are read in name order; two of one second from one process differ only by
+    tensorboard's writer counter, whose 9 sorts after its 10. A resumed file must still be
+    read last (this failed whenever the suite's earlier writers left the counter at 9)."""
+    efw = pytest.importorskip("tensorboard.summary.writer.event_file_writer")
+    monkeypatch.setattr(efw, "_global_uid", efw.AtomicCounter(9))
+    test_tensorboard_scalars_survive_truncate_and_resume(tmp_path)
