@@ -73,8 +73,16 @@ def test_a_calibration_is_the_profile_of_later_offline_plans(fake_card, tmp_path
 
 
 def test_a_calibration_overrides_a_built_in_name_and_a_broken_one_is_ignored(
-        tmp_path, monkeypatch, caplog):
+        fake_card, tmp_path, monkeypatch, caplog):
+    """The README's flow: ``snugtune calibrate`` on the T4 saves ``t4-16gb``; later, with no
+    GPU, ``--gpu t4-16gb`` plans with what was measured, not the built-in figures."""
     monkeypatch.setenv(gpus.CALIBRATION_DIR_ENV, str(tmp_path))
+    save_calibration("t4-16gb", probe())  # the fake card: 8 GiB, context 280 MiB
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    profile, info = resolve_gpu("t4-16gb", "cuda")
+    assert info is None and profile != PROFILES["t4-16gb"]
+    assert (profile.memory_bytes, profile.context_bytes) == (8 * GIB, 280 * MIB)
+    assert PROFILES["t4-16gb"].context_bytes != 280 * MIB  # the built-in one would differ
     (tmp_path / "t4-16gb.json").write_text("{not json", encoding="utf-8")
     assert get_gpu_profile("t4-16gb") == PROFILES["t4-16gb"]
     assert "ignoring unreadable calibration" in caplog.text
