@@ -1,4 +1,4 @@
-"""Runtime memory guards (DESIGN.md section 2, step 4): a real cap on CUDA, a virtual one on CPU.
+"""Runtime memory guards, the plan held while it runs: a real cap on CUDA, a virtual one on CPU.
 
 * :class:`CudaBudget` holds one CUDA process to the budget as ``nvidia-smi`` shows it (the
   CUDA context and loaded kernels plus the caching allocator): it caps the allocator at the

@@ -8,11 +8,9 @@ own mirror image; a class with a handedness does not. The asymmetry of a class i
 ``mean|m - mirror(m)| / mean|m - mean(m)|`` of its average image ``m``; flips are kept when
 the median over classes is at most ``MAX_ASYMMETRY``.
 
-Measured: Animal-MNIST's ten classes 0.05-0.23 (median 0.11); MNIST digit scans 0.36-0.66
-(median 0.42), where flips cost accuracy (``benchmarks/results/unseen_images*.json``: 96.17%
-with flips, 97.50% without). Evaluating the head on the validation images mirrored does not
-tell them apart: with ImageNet features, which are nearly mirror-invariant, the digits' head
-lost only 1.2 points on mirrored images (95.33% -> 94.17%).
+Measured (``benchmarks/results/time_budget.json``, each run's ``flip_check``, written by
+``benchmarks/time_to_accuracy.py --budgets 2m 5m``): Animal-MNIST's ten classes 0.06-0.22
+(median 0.1299), flips kept; the MNIST digit scans' 0.35-0.58 (median 0.4349), flips off.
 """
 
 from __future__ import annotations
