@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from snugtune._version import __version__
@@ -33,7 +33,7 @@ from snugtune.config import PhaseConfig, TrainConfig
 from snugtune.data import decode_once, make_loader
 from snugtune.errors import CheckpointError
 from snugtune.memory import PeakMeter, held_tensors, sampled_step
-from snugtune.models import Classifier, build_classifier, resolve_backbone
+from snugtune.models import build_classifier, resolve_backbone
 from snugtune.models.candidates import auto_entries, is_auto
 from snugtune.planner import PhasePlan
 from snugtune.recipe.checkpoint import load_checkpoint, save_checkpoint
@@ -50,12 +50,13 @@ from snugtune.recipe.inputs import PhaseInputs, phase_inputs
 from snugtune.recipe.outputs import write_outputs
 from snugtune.recipe.progress import progress, progress_bar
 from snugtune.recipe.race import choose_backbone
-from snugtune.recipe.records import EpochOutcome, epoch_row, phase_result
+from snugtune.recipe.records import EpochOutcome, after_epoch, epoch_row, phase_result
 from snugtune.recipe.sampler import EpochSampler, epoch_seed
 from snugtune.recipe.setup import (
     Setup,
     choose_resolution,
     class_weights,
+    configure_model,
     device_cap,
     image_dataset,
     plan_phases,
@@ -235,7 +236,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             phase, plan, state.phase, MicroBatch(plan.micro_batch), batch, None, None))
         _save(run, setup, state, best=None)
         return state
-    _configure(setup.model, phase, plan)
+    configure_model(setup.model, phase, plan)
     meter = device_cap(cfg.gpu_memory, setup)
     with meter:  # the feature-cache fill (in the phase's parts) and every step
         parts = _phase_parts(cfg, setup, phase, plan, checkpoint, state.phase.epochs)
@@ -257,7 +258,7 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
             epoch = run_epoch(parts, micro, setup=setup, meter=meter, state=state, phase=phase,
                               show=cfg.progress and setup.world.is_main, clock=clock)
             micro = epoch.micro
-            state, best = _after_epoch(state, phase, epoch, best, setup.model,
+            state, best = after_epoch(state, phase, epoch, best, setup.model,
                                        parts.scheduler.factor())
             if clock is not None:  # refit with the epoch's measured time
                 epochs = clock.epoch_done(epoch.train_seconds, epoch.steps,
@@ -276,14 +277,6 @@ def _train_phase(cfg: TrainConfig, run: RunDir, setup: Setup, state: RunState,
     state = state.next_phase(phase_result(phase, plan, state.phase, micro, batch, parts.inputs, meter))
     _save(run, setup, state, best=None)  # the phase boundary: no optimizer to resume
     return state
-
-
-def _configure(model: Classifier, phase: PhaseConfig, plan: PhasePlan) -> None:
-    """The model as the plan says: depth (a budget may have frozen more than the phase asked),
-    checkpointing, layout."""
-    model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
-    model.set_checkpointing(plan.checkpointing)
-    model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
@@ -338,24 +331,8 @@ def _phase_parts(cfg: TrainConfig, setup: Setup, phase: PhaseConfig, plan: Phase
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
     world.broadcast_weights(inputs.module)
-    return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.step_sync(), optimizer, scheduler, scaler, checkpoint.get("best") if checkpoint else None,
-                       epochs)
-
-
-def _after_epoch(state: RunState, phase: PhaseConfig, epoch: EpochOutcome, best: dict[str, Tensor] | None,
-                 model: nn.Module, lr_factor: float) -> tuple[RunState, dict[str, Tensor] | None]:
-    """The state after an epoch (best score, early stopping, totals) and the best weights."""
-    progress_ = state.phase.after_epoch(phase, epoch.val or epoch.train, seconds=epoch.seconds,
-                                        train_seconds=epoch.train_seconds,
-                                        samples=epoch.train.seen, micro=epoch.micro,
-                                        lr_factor=lr_factor)
-    if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
-        # a host copy: a second set of weights on the device would count against the budget
-        best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    if progress_.stopped_early:
-        log.info("phase %s: early stop after epoch %d (%s did not improve for %d epochs)",
-                 phase.name, progress_.epoch, phase.monitor, progress_.bad_epochs)
-    return replace(state, phase=progress_, global_epoch=state.global_epoch + 1), best
+    return _PhaseParts(inputs, ctx, sampler, loader, val_loader, world.step_sync(), optimizer,
+                       scheduler, scaler, checkpoint.get("best") if checkpoint else None, epochs)
 
 
 # ---------------------------------------------------------------- one epoch

@@ -3,9 +3,11 @@ result (the typed records the summary, the report and the CLI read)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor, nn
 
 from snugtune.config import PhaseConfig
 from snugtune.memory import PeakMeter
@@ -15,7 +17,9 @@ from snugtune.recipe.state import PhaseProgress, RunState
 from snugtune.results import EpochResult, PhaseResult
 from snugtune.step import MicroBatch, Stats
 
-__all__ = ["EpochOutcome", "epoch_row", "phase_result"]
+__all__ = ["EpochOutcome", "after_epoch", "epoch_row", "phase_result"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,3 +73,19 @@ def phase_result(phase: PhaseConfig, plan: PhasePlan, st: PhaseProgress, micro: 
         measured_entry_bytes=meter.entry_bytes if meter else None,  # held before step 1
         budget_bytes=plan.budget_bytes, feature_cache=inputs.feature_cache if inputs else None,
     )
+
+
+def after_epoch(state: RunState, phase: PhaseConfig, epoch: EpochOutcome, best: dict[str, Tensor] | None,
+                 model: nn.Module, lr_factor: float) -> tuple[RunState, dict[str, Tensor] | None]:
+    """The state after an epoch (best score, early stopping, totals) and the best weights."""
+    progress_ = state.phase.after_epoch(phase, epoch.val or epoch.train, seconds=epoch.seconds,
+                                        train_seconds=epoch.train_seconds,
+                                        samples=epoch.train.seen, micro=epoch.micro,
+                                        lr_factor=lr_factor)
+    if progress_.best_epoch == state.phase.epoch:  # this epoch is the best so far
+        # a host copy: a second set of weights on the device would count against the budget
+        best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if progress_.stopped_early:
+        log.info("phase %s: early stop after epoch %d (%s did not improve for %d epochs)",
+                 phase.name, progress_.epoch, phase.monitor, progress_.bad_epochs)
+    return replace(state, phase=progress_, global_epoch=state.global_epoch + 1), best

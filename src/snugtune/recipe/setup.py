@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from snugtune.config import TrainConfig
+from snugtune.config import PhaseConfig, TrainConfig
 from snugtune.data import (
     DataBundle,
     ImageDataset,
@@ -26,7 +26,7 @@ from snugtune.data.doctor import DataDoctor, diagnose
 from snugtune.errors import DataError, SnugtuneError
 from snugtune.memory import PeakMeter, build_model, resolve_gpu
 from snugtune.models import Classifier, Preprocessing
-from snugtune.planner import Plan, plan_run
+from snugtune.planner import PhasePlan, Plan, plan_run
 from snugtune.recipe.distributed import World
 from snugtune.recipe.flips import FlipCheck
 from snugtune.recipe.timing import TimeBudget
@@ -38,6 +38,7 @@ __all__ = [
     "Setup",
     "choose_resolution",
     "class_weights",
+    "configure_model",
     "device_cap",
     "diagnose_folder",
     "image_dataset",
@@ -71,6 +72,14 @@ class Setup:
     time: TimeBudget | None = None
     flips: FlipCheck | None = None
     race: dict[str, Any] | None = None  # --model auto: the race's record (recipe.race)
+
+
+def configure_model(model: Classifier, phase: PhaseConfig, plan: PhasePlan) -> None:
+    """The model as the plan says: depth (a budget may have frozen more than the phase asked),
+    checkpointing, layout."""
+    model.set_trainable(replace(phase, trainable=plan.trainable).top_blocks(), train_bn=phase.train_bn)
+    model.set_checkpointing(plan.checkpointing)
+    model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def device_cap(budget_bytes: int | None, setup: Setup) -> PeakMeter:
