@@ -248,8 +248,6 @@ def run_race(cfg: TrainConfig, data: DataBundle, index: DataIndex, device: torch
     others = [e for e in results.values() if e is not winner]
     reason = _why(winner, others)
     log.info("--model %s: %s (%s)", cfg.model, winner.name, reason)
-    for r in ready:
-        del r.model
     entrants = tuple(results.get(e.name, e) for e in every)
     return Race(entrants, winner.name, reason, round(time.perf_counter() - t0, 1),
                 round(budget, 1) if budget is not None else None, len(val))
