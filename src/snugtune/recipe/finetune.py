@@ -64,7 +64,7 @@ from snugtune.recipe.setup import (
 )
 from snugtune.recipe.state import RunState
 from snugtune.recipe.timing import PhaseClock, default_epochs, start_budget
-from snugtune.report import MetricsLog
+from snugtune.report import MetricsLog, notebook_bundle
 from snugtune.results import RunSummary
 from snugtune.rundir import RunDir
 from snugtune.step import (
@@ -100,6 +100,8 @@ class TrainResult:
     run_dir: Path
     summary: RunSummary
     rank: int = 0
+
+    _repr_mimebundle_ = notebook_bundle  # a notebook shows the summary, curves and report
 
     @property
     def best_val_accuracy(self) -> float | None:

@@ -12,6 +12,9 @@ Everything a finished (or crashed) run leaves for people to read::
       model_card.json             backbone, classes, preprocessing, metrics, versions
       report.md, report.html      all of the above          write_report
 
+In a notebook, a run shows its summary, curves and report (``notebook_bundle``, the
+``_repr_mimebundle_`` of :class:`~snugtune.recipe.TrainResult`).
+
 Every file's name is the run folder's (:class:`snugtune.rundir.RunDir`), and every file is
 written by its one atomic writer. matplotlib and tensorboard are imported only when a plot or
 event file is first written.
@@ -27,6 +30,7 @@ from snugtune.report.classification import (
 )
 from snugtune.report.doctor import HardImage, hardest_images, split_note
 from snugtune.report.metrics_log import MetricsLog
+from snugtune.report.notebook import notebook_bundle, report_html, run_html, run_markdown
 from snugtune.report.plots import (
     plot_confusion_matrix,
     plot_images,
@@ -43,11 +47,15 @@ __all__ = [
     "classification_report",
     "hardest_images",
     "split_note",
+    "notebook_bundle",
     "plot_confusion_matrix",
     "plot_images",
     "plot_learning_curves",
     "plot_memory",
     "read_model_card",
+    "report_html",
+    "run_html",
+    "run_markdown",
     "write_model_card",
     "write_report",
 ]
