@@ -92,6 +92,8 @@ def test_the_saved_config_rebuilds_the_same_config(tmp_path: Path) -> None:
         overrides={
             "data": "images",
             "out": "runs/x",
+            "labels": "train.csv",
+            "path_column": "id",
             "resolution": 64,
             "gpu_memory": "3GiB",
             "deterministic": True,
@@ -144,6 +146,11 @@ FLAG_CASES = [
     ({"deterministic": "no"}, "--deterministic", "'no'", "true or false"),
     ({"feature_cache": 1}, "--feature-cache", "1", "true or false"),
     ({"progress": "off"}, "--progress", "'off'", "true or false"),
+    ({"labels": "labels.json"}, "--labels", "'labels.json'", "save it as CSV, TSV or JSONL"),
+    ({"labels": "labels"}, "--labels", "'labels'", "format is read from the extension"),
+    ({"labels": ""}, "--labels", "''", "a labels file's path (.csv, .tsv or .jsonl) or omitted"),
+    ({"path_column": ""}, "--path-column", "''", "a column name of the labels file, e.g. file_name"),
+    ({"label_column": 3}, "--label-column", "3", "a column name of the labels file, e.g. label"),
 ]
 
 AUGMENT_CASES = [

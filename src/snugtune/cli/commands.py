@@ -20,6 +20,7 @@ import snugtune.recipe as recipe
 from snugtune.cli import render
 from snugtune.cli.flags import flag, given, options
 from snugtune.cli.parser import (
+    DOCTOR_FIELDS,
     INFERENCE_FIELDS,
     PHASE_FIELDS,
     RUN_FIELDS,
@@ -179,8 +180,7 @@ def lr_find(args: argparse.Namespace) -> int:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(data=args.data, **given(args, ("val_split", "group_split", "seed", "workers",
-                                                     "cache_dir")))
+    cfg = TrainConfig(data=args.data, **given(args, DOCTOR_FIELDS))
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems)

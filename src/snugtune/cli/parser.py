@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from snugtune.cli.flags import add_fields, field_help
 from snugtune.config import EXPORT_FORMATS, AugmentConfig, PhaseConfig, TrainConfig, default_phases
 
-__all__ = ["PHASE_FIELDS", "RUN_FIELDS", "build_parser"]
+__all__ = ["DOCTOR_FIELDS", "PHASE_FIELDS", "RUN_FIELDS", "build_parser"]
 
 #: TrainConfig fields with a flag of their own (data is positional; augment takes KEY=VALUE;
 #: phases come from YAML, their settings from the phase flags).
@@ -22,6 +22,9 @@ RUN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("data",
 #: PhaseConfig fields: ``--NAME`` sets every phase, ``--PHASE-NAME`` one phase.
 PHASE_FIELDS = tuple(f.name for f in fields(PhaseConfig) if f.name != "name")
 INFERENCE_FIELDS = ("device", "batch_size", "gpu_memory")
+#: TrainConfig fields of ``doctor``: where the labels come from, and the split it checks.
+DOCTOR_FIELDS = ("labels", "path_column", "label_column", "val_split", "group_split", "seed",
+                 "workers", "cache_dir")
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,12 @@ class ExportOptions:
     """Options of ``export``."""
 
     format: str = field(default="onnx", metadata={"choices": EXPORT_FORMATS, "aliases": ("-f",)})
-    """onnx (onnxruntime), pt2 (a torch.export program) or safetensors (the weights)."""
+    """onnx (onnxruntime), pt2 (a torch.export program), safetensors (the weights) or timm (a
+    folder that timm.create_model("local-dir:DIR", pretrained=True) loads, ready for the Hugging
+    Face Hub; for a timm backbone with the plain linear head)."""
     output: str | None = field(default=None, metadata={"metavar": "FILE", "aliases": ("-o",)})
-    """File to write (default: RUN/export/model.onnx, model.pt2 or model.safetensors)."""
+    """File to write, for timm a folder (default: RUN/export/model.onnx, model.pt2,
+    model.safetensors or timm/)."""
 
 
 def _names(cls: type) -> list[str]:
@@ -154,7 +160,8 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
 
 def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on a class-folder tree",
-                       description="Train a classifier on DATA (a folder of class sub-folders).")
+                       description="Train a classifier on DATA (a folder of class sub-folders, "
+                                   "or of images a labels file lists: --labels).")
     p.add_argument("data", nargs="?", help=field_help(TrainConfig)["data"])
     add_fields(p, RunOptions, ["resume"])
     _add_run_settings(p)
@@ -212,9 +219,11 @@ def _predict(sub: argparse._SubParsersAction) -> None:
 
 def _export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write a trained run as ONNX, a torch.export program or safetensors",
-        description="Export RUN's model plus a model card FILE.json beside it. The exported file "
-                    "is loaded back and compared with PyTorch on the run's validation images "
+        "export", help="write a trained run as ONNX, a torch.export program, safetensors or a "
+                       "timm/Hugging Face Hub folder",
+        description="Export RUN's model plus a model card FILE.json beside it (timm: a folder of "
+                    "config.json, model.safetensors and the Hub's README.md). The export is "
+                    "loaded back and compared with PyTorch on the run's validation images "
                     "(max |logit difference| <= 1e-4) before it is written.")
     p.add_argument("run", help="a finished run folder")
     add_fields(p, ExportOptions, _names(ExportOptions))
@@ -240,7 +249,7 @@ def _doctor(sub: argparse._SubParsersAction) -> None:
                     "class, across classes (conflicting labels) and across the train/validation "
                     "split (leakage), and every file that cannot be used.")
     p.add_argument("data", help=field_help(TrainConfig)["data"])
-    add_fields(p, TrainConfig, ("val_split", "group_split", "seed", "workers", "cache_dir"))
+    add_fields(p, TrainConfig, DOCTOR_FIELDS)
     add_fields(p, Output, ["json"])
 
 

@@ -47,8 +47,9 @@ def doctor(found: DataDoctor, scan: ScanResult, console: Console | None = None) 
     """Copies per problem with a few examples, then the files that cannot be used."""
     console = console or _console()
     counts = found.counts()
-    console.print(f"{scan.root}: {found.images:,} images in {len(scan.classes)} classes, "
-                  f"{len(scan.skipped):,} files skipped")
+    source = f" (labels from {scan.labels_file})" if scan.labels_file else ""
+    console.print(f"{scan.root}: {found.images:,} images in {len(scan.classes)} classes{source}, "
+                  f"{len(scan.skipped):,} files skipped", soft_wrap=True)
     table = Table()
     table.add_column("problem")
     table.add_column("groups", justify="right")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from snugtune.config.settings import (
     CLASS_WEIGHTS,
     DEVICES,
     FILL_MODES,
+    LABEL_FORMATS,
     MONITORS,
     OPTIMIZERS,
     PRECISIONS,
@@ -107,9 +109,28 @@ def validate(cfg: TrainConfig) -> list[str]:
                                   "group_split"), flag_name))
     _check(p, cfg.cache_dir is None or (isinstance(cfg.cache_dir, str) and cfg.cache_dir != ""),
            f"--cache-dir: {cfg.cache_dir!r} must be a folder path or omitted")
+    p.extend(_labels_problems(cfg))
     p.extend(_validate_augment(cfg.augment))
     for ph in cfg.phases:
         p.extend(validate_phase(ph))
+    return p
+
+
+def _labels_problems(cfg: TrainConfig) -> list[str]:
+    """``--labels`` names a CSV, TSV or JSONL file (the format is read from the extension);
+    its two columns are names."""
+    p: list[str] = []
+    labels = cfg.labels
+    kinds = ", ".join(f".{k}" for k in LABEL_FORMATS[:-1]) + f" or .{LABEL_FORMATS[-1]}"
+    if labels is not None and not _text(labels):
+        p.append(f"--labels: {labels!r} must be a labels file's path ({kinds}) or omitted")
+    elif labels is not None and os.path.splitext(labels)[1][1:].lower() not in LABEL_FORMATS:
+        p.append(f"--labels: {labels!r} is not a {kinds} file (the format is read from the "
+                 "extension); save it as CSV, TSV or JSONL, or rename it if it is one")
+    for name in ("path_column", "label_column"):
+        _check(p, _text(getattr(cfg, name)),
+               f"{flag_name(name)}: {getattr(cfg, name)!r} must be a column name of the labels "
+               "file, e.g. " + ("file_name or id" if name == "path_column" else "label"))
     return p
 
 

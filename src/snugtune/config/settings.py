@@ -19,6 +19,7 @@ __all__ = [
     "DEVICES",
     "EXPORT_FORMATS",
     "FILL_MODES",
+    "LABEL_FORMATS",
     "MONITORS",
     "OPTIMIZERS",
     "PRECISIONS",
@@ -34,6 +35,7 @@ __all__ = [
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_OUT = "runs/latest"
+LABEL_FORMATS = ("csv", "tsv", "jsonl")  # labels files, by extension (data.labels_file)
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 SCHEDULES = ("cosine", "onecycle", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -41,7 +43,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("val_loss", "val_accuracy")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
-EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
+EXPORT_FORMATS = ("onnx", "pt2", "safetensors", "timm")
 
 
 def parse_trainable(trainable: str) -> int | None:
@@ -164,7 +166,17 @@ class TrainConfig:
     """Everything a training run needs; saved as ``config.yaml`` in the run folder."""
 
     data: str
-    """Image folder: DATA/<class>/*.jpg (or DATA/train and DATA/val trees)."""
+    """Image folder: DATA/<class>/*.jpg (or DATA/train and DATA/val trees, or the images a
+    labels file lists)."""
+    labels: str | None = field(default=None, metadata={"metavar": "FILE"})
+    """Labels file instead of class folders: a CSV, TSV or JSONL file (by its extension) with
+    a column of image paths, relative to the data folder (the extension may be left out when
+    one image matches), and a column of labels. Default: DATA/metadata.csv or
+    DATA/metadata.jsonl (Hugging Face imagefolder) when there is one, else the class folders."""
+    path_column: str = field(default="file_name", metadata={"metavar": "NAME"})
+    """Column (JSONL: key) of the labels file that holds the image paths, e.g. id."""
+    label_column: str = field(default="label", metadata={"metavar": "NAME"})
+    """Column (JSONL: key) of the labels file that holds the labels."""
     out: str = DEFAULT_OUT
     """Run folder."""
     model: str = DEFAULT_MODEL

@@ -3,7 +3,8 @@
 ::
 
     scan_folder(root, index)     -> ScanResult (classes, samples with fingerprints, skipped and
-                                    converted files); unchanged files come from the data index
+                                    converted files); unchanged files come from the data index;
+                                    labels from class folders or a labels file (LabelsSpec)
     split_folder(scan, f, s)     -> DataBundle: (train, val), stratified, seeded, each group of
                                     copies on one side; the groups (find_copies, data.doctor)
     decode_once(samples, index)  -> ImageStore: every image decoded and resized once, shared
@@ -23,6 +24,7 @@ from snugtune.data.augment import batch_mixer, build_transforms, eval_transform
 from snugtune.data.decoded import ZOOM, DecodedImages, ImageStore, decode_once, zoom_size
 from snugtune.data.demo import ANIMAL_MNIST_CLASSES, write_animal_mnist
 from snugtune.data.images import IMAGE_EXTENSIONS, load_image
+from snugtune.data.labels_file import LabelsSpec
 from snugtune.data.loader import ImageDataset, SeededDataset, default_workers, make_loader
 from snugtune.data.results import Copies, DataBundle, FileIssue, Sample, ScanResult
 from snugtune.data.scan import MIN_SIDE_PX, scan_folder
@@ -40,6 +42,7 @@ __all__ = [
     "FileIssue",
     "ImageDataset",
     "ImageStore",
+    "LabelsSpec",
     "Sample",
     "ScanResult",
     "SeededDataset",

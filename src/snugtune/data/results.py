@@ -60,6 +60,9 @@ class ScanResult:
         converted: usable files whose pixels were converted (mode, bit depth, alpha,
             EXIF orientation, first frame of several), with what was done.
         median_size: median (width, height) of the usable images, upright, full size.
+        labels_file: absolute path of the labels file the classes come from (``--labels`` or
+            the folder's ``metadata.csv`` / ``.jsonl``); None: class folders.
+        labels_sha256: hex SHA-256 of that file's bytes ("" without one).
     """
 
     root: str
@@ -69,6 +72,8 @@ class ScanResult:
     skipped: tuple[FileIssue, ...]
     converted: tuple[FileIssue, ...]
     median_size: tuple[int, int]
+    labels_file: str | None = None
+    labels_sha256: str = ""
 
     def class_counts(self) -> dict[str, int]:
         """Number of images per class in ``samples`` (every class listed, in label order)."""
@@ -97,6 +102,8 @@ class ScanResult:
             "val_samples": None if self.val_samples is None else [_row(s) for s in self.val_samples],
             "skipped": [{"path": i.path, "reason": i.reason} for i in self.skipped],
             "converted": [{"path": i.path, "reason": i.reason} for i in self.converted],
+            "labels_file": self.labels_file,
+            "labels_sha256": self.labels_sha256,
         }
 
     @classmethod
@@ -111,6 +118,8 @@ class ScanResult:
             skipped=tuple(FileIssue(i["path"], i["reason"]) for i in d["skipped"]),
             converted=tuple(FileIssue(i["path"], i["reason"]) for i in d["converted"]),
             median_size=(int(d["median_size"][0]), int(d["median_size"][1])),
+            labels_file=d.get("labels_file"),
+            labels_sha256=str(d.get("labels_sha256") or ""),
         )
 
 

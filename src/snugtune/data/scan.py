@@ -2,6 +2,8 @@
 
 Which class a file belongs to is decided by the walk (``walk.py``): the class folder it really
 lives in; symlinks across classes and files reachable from two classes are reported, not used.
+With a labels file (``--labels``, or ``metadata.csv`` / ``metadata.jsonl`` in the folder), the
+file's rows decide instead (``labels_file.py``), bad rows reported as skipped files.
 Whether a file is usable, and its fingerprints, come from ``check.py``: from the data index
 shared by every command (``store.DataIndex``) where the file is unchanged, else by decoding it.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snugtune.data.check import MIN_SIDE_PX, FileCheck, Progress, check_files
+from snugtune.data.labels_file import LabelledTree, LabelsSpec, read_labels
 from snugtune.data.results import FileIssue, Sample, ScanResult
 from snugtune.data.walk import SplitTree, find_splits, walk_splits
 from snugtune.errors import DataError
@@ -43,6 +46,7 @@ class _Split:
 def scan_folder(
     root: str | Path,
     *,
+    labels: LabelsSpec | None = None,
     workers: int | None = None,
     index: DataIndex | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -52,29 +56,37 @@ def scan_folder(
 
     Args:
         root: ``root/<class>/**/<image>``, or ``root/train/<class>/..`` plus
-            ``root/val/<class>/..`` (``valid/`` and ``validation/`` also accepted).
+            ``root/val/<class>/..`` (``valid/`` and ``validation/`` also accepted), or images
+            that a labels file lists.
+        labels: the labels file and its columns; None (or its ``file`` None): ``metadata.csv``
+            or ``metadata.jsonl`` in ``root`` if there is one, else the class folders.
         workers: threads decoding files; None: one per core.
         index: the data index to reuse and extend; None opens the one in ``cache_dir``.
         cache_dir: the cache folder (None: ``$SNUGTUNE_CACHE_DIR`` or ``~/.cache/snugtune``).
         progress: called as ``progress(done, total)`` while files are checked.
 
     Raises:
-        DataError: root missing, fewer than two class folders, a class (of the training
-            tree) left with no usable image, or a val/ class that train/ lacks.
+        DataError: root missing, fewer than two classes, a class (of the training tree) left
+            with no usable image, a val/ class that train/ lacks, or a labels file that cannot
+            be used as a whole (see ``labels_file.read_labels``).
     """
     t0 = time.perf_counter()
     root_path = Path(os.path.abspath(root))
-    train_dir, val_dir, ignored = find_splits(root_path)
-    trees = walk_splits([train_dir] if val_dir is None else [train_dir, val_dir])
-    classes = _classes(root_path, trees)
+    labelled = read_labels(root_path, labels or LabelsSpec()) if root_path.is_dir() else None
+    if labelled is None:
+        train_dir, val_dir, ignored = find_splits(root_path)
+        trees = walk_splits([train_dir] if val_dir is None else [train_dir, val_dir])
+    else:
+        train_dir, ignored, trees = root_path, [], [labelled.tree]
+    classes = _classes(root_path, trees, labelled)
     files = [f for t in trees for name in sorted(t.classes) for f in t.classes[name]]
     with contextlib.nullcontext(index) if index is not None else DataIndex.at(cache_dir) as idx:
         checks, counts = check_files(files, idx, root=str(root_path), workers=workers,
                                      progress=progress)
     found = iter(checks)
     splits = [_assemble(t, classes, found) for t in trees]
-    _require_usable(classes, splits[0], train_dir)
-    result = _result(root_path, classes, splits, ignored, trees)
+    _require_usable(classes, splits[0], train_dir, labelled)
+    result = _result(root_path, classes, splits, ignored, trees, labelled)
     log.info(
         "scanned %s: %d classes, %d usable images, %d skipped, %d converted (%d decoded, "
         "%d from the data index) in %.2f s", root_path, len(classes),
@@ -84,9 +96,18 @@ def scan_folder(
     return result
 
 
-def _classes(root: Path, trees: list[SplitTree]) -> tuple[str, ...]:
+def _classes(root: Path, trees: list[SplitTree], labelled: LabelledTree | None,
+             ) -> tuple[str, ...]:
     """Class names from the training tree; val/ may not add classes."""
     classes = tuple(sorted(trees[0].classes))
+    if len(classes) < 2 and labelled is not None:
+        issues = labelled.tree.issues
+        first = (f" ({len(issues)} rows or files skipped, first: {issues[0].reason})"
+                 if issues else "")
+        raise DataError(
+            f"Found {len(classes)} label(s) {list(classes)} in {labelled.file!r}{first}; need at "
+            "least 2 classes. Give each image its class in the label column (--label-column)."
+        )
     if len(classes) < 2:
         loose = sum(1 for i in trees[0].issues if i.reason == "not inside a class folder")
         hint = f" ({loose} images lie directly in it)" if loose else ""
@@ -128,22 +149,22 @@ def _assemble(tree: SplitTree, classes: tuple[str, ...], checks: Iterator[FileCh
     return out
 
 
-def _require_usable(classes: tuple[str, ...], train: _Split, train_dir: Path) -> None:
+def _require_usable(classes: tuple[str, ...], train: _Split, train_dir: Path,
+                    labelled: LabelledTree | None) -> None:
     if not train.unusable:
         return
     parts = []
     for name, reasons in train.unusable.items():
         why = ", ".join(f"{n} {r}" for r, n in Counter(reasons).most_common(3))
+        where = f"{train_dir / name}: " if labelled is None else ""
         parts.append(
-            f"{name!r} ({train_dir / name}: {len(reasons)} files, none usable"
+            f"{name!r} ({where}{len(reasons)} files, none usable"
             + (f": {why}" if why else "")
             + ")"
         )
-    raise DataError(
-        f"{len(parts)} class(es) have no usable image: "
-        + "; ".join(parts)
-        + ". Add readable images to each class folder or remove the folder."
-    )
+    fix = ("Add readable images to each class folder or remove the folder." if labelled is None
+           else f"Give each class readable images in {labelled.file!r} or remove its rows.")
+    raise DataError(f"{len(parts)} class(es) have no usable image: {'; '.join(parts)}. {fix}")
 
 
 def _result(
@@ -152,6 +173,7 @@ def _result(
     splits: list[_Split],
     ignored: list[FileIssue],
     trees: list[SplitTree],
+    labelled: LabelledTree | None,
 ) -> ScanResult:
     for tree, split in zip(trees[1:], splits[1:], strict=True):
         for name in split.unusable:
@@ -168,4 +190,6 @@ def _result(
             int(statistics.median_low(w for w, _ in sizes)),
             int(statistics.median_low(h for _, h in sizes)),
         ),
+        labels_file=labelled.file if labelled else None,
+        labels_sha256=labelled.sha256 if labelled else "",
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from torch import Tensor
 from snugtune.config import EXPORT_FORMATS as FORMATS
 from snugtune.data import eval_transform, load_image
 from snugtune.errors import ExportError
-from snugtune.export._formats import CHECKERS, INPUT, OUTPUT, WRITERS
+from snugtune.export._formats import CHECKERS, INPUT, OUTPUT, TOLERANCE, WRITERS
+from snugtune.export._readme import hub_readme
+from snugtune.export._timm import WEIGHTS
 from snugtune.infer import load_run
 from snugtune.report import write_model_card
 from snugtune.rundir import RunDir, atomic_write, card_path_for, file_sha256
@@ -23,8 +26,10 @@ __all__ = ["DEFAULT_NAMES", "FORMATS", "TOLERANCE", "ExportResult", "export_run"
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "safetensors": "model.safetensors"}
-TOLERANCE = 1e-4  # max |logit difference| an export may show against PyTorch
+DEFAULT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "safetensors": "model.safetensors",
+                 "timm": "timm"}
+FOLDERS = ("timm",)  # formats that write a folder; its model.safetensors is published last
+README = "README.md"  # a folder's model card (Hugging Face's)
 CHECK_IMAGES = 16  # real images the check runs (batch of all, then batch of 1)
 _RESERVED = {"format", "format_version", "backbone", "num_classes", "classes", "preprocessing",
              "metrics", "snugtune_version", "torch_version", "created_utc"}
@@ -52,57 +57,97 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *,
     """Export the trained model of ``run_dir`` as ``fmt`` and check it against PyTorch.
 
     The file is written in a staging folder beside its destination, loaded back (onnxruntime for
-    ONNX, ``torch.export.load``, safetensors) and run on up to ``check_images`` of the run's validation
-    images, preprocessed as at inference, as one batch and as a batch of 1 (the batch axis is
-    dynamic). Only when the largest logit difference is within ``TOLERANCE`` are the file and
-    its model card (``card_path_for``) moved into place.
+    ONNX, ``torch.export.load``, safetensors, timm's ``local-dir:``) and run on up to
+    ``check_images`` of the run's validation images, preprocessed as at inference, as one batch
+    and as a batch of 1 (the batch axis is dynamic). Only when the largest logit difference is
+    within ``TOLERANCE`` are the file and its model card (``card_path_for``) moved into place.
+    ``timm`` writes a folder (``config.json``, ``model.safetensors``, and ``README.md``, its model
+    card), each file replaced atomically, the weights last (see ``export._timm``).
 
     Args:
         run_dir: a finished run.
         fmt: one of ``FORMATS``.
-        out: the file to write; default ``RUN/export/`` + ``DEFAULT_NAMES[fmt]``.
+        out: the file (timm: the folder) to write; default ``RUN/export/`` +
+            ``DEFAULT_NAMES[fmt]``.
         check_images: real inputs for the check.
 
     Raises:
-        ExportError: unknown format, a writer failed, or the export does not match.
+        ExportError: unknown format, a writer failed, the export does not match, or timm cannot
+            express the model.
         CheckpointError: the run has no finished model.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     run = RunDir(run_dir)
     path = Path(out) if out else run.export_path(DEFAULT_NAMES[fmt])
+    folder = fmt in FOLDERS
+    if folder and path.exists() and not path.is_dir():
+        raise ExportError(f"--output {path} is a file; --format {fmt} writes a folder: "
+                          "give a folder's path")
     model, card = load_run(run.path, "cpu")
     model.set_checkpointing(())  # plain forward: nothing to trace through
     model = model.to(memory_format=torch.contiguous_format).float().eval()
     batches, source = check_inputs(run, card["preprocessing"], check_images)
-    info, worst = _write_checked(fmt, model, batches, path, f"{source} images of {run.path}")
-    result = ExportResult(path, card_path_for(path), fmt, worst, int(batches[0].shape[0]), source)
-    _write_card(result, card, info, path, num_classes=int(card["num_classes"]))
+    finish = _readme_writer(card, run, path, len(batches[0]), source) if folder else None
+    created = folder and not path.exists()
+    try:
+        info, worst = _write_checked(fmt, model, card, batches, path / WEIGHTS if folder else path,
+                                     f"{source} images of {run.path}", finish)
+    except BaseException:
+        if created:  # a refused or failed folder export leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    card_path = path / README if folder else card_path_for(path)
+    result = ExportResult(path, card_path, fmt, worst, int(batches[0].shape[0]), source)
+    if not folder:
+        _write_card(result, card, info, path, num_classes=int(card["num_classes"]))
     log.info("exported %s (%s); max |logit difference| vs PyTorch %.2g on %d %s images",
              path, fmt, worst, result.checked_on, source)
     return result
 
 
-def _write_checked(fmt: str, model: torch.nn.Module, batches: list[Tensor], path: Path,
-                   what: str) -> tuple[dict[str, Any], float]:
-    """Write, check, and only then publish (the one atomic writer): (info, max diff)."""
+Finish = Callable[[Path, Mapping[str, Any], float], None]  # (staged file, writer's info, max diff)
+
+
+def _write_checked(fmt: str, model: torch.nn.Module, card: Mapping[str, Any],
+                   batches: list[Tensor], path: Path, what: str,
+                   finish: Finish | None = None) -> tuple[dict[str, Any], float]:
+    """Write, check, ``finish`` (files to stage beside it), and only then publish (the one atomic
+    writer): (info, max diff)."""
     done: dict[str, Any] = {}
 
     def write_and_check(tmp: Path) -> None:
-        done["info"] = _write(fmt, model, batches[0], tmp)
+        done["info"] = _write(fmt, model, batches[0], tmp, card)
         done["worst"] = worst = CHECKERS[fmt](tmp, model, batches)
         if not worst <= TOLERANCE:
             raise ExportError(f"{fmt} export differs from PyTorch by {worst:.3g} (> {TOLERANCE:g}) "
                               f"on {len(batches[0])} {what}; nothing written. Try another "
                               "--format, or report the model name")
+        if finish is not None:
+            finish(tmp, done["info"], worst)
 
     atomic_write(path, write_and_check)
     return done["info"], float(done["worst"])
 
 
-def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path) -> dict[str, Any]:
+def _readme_writer(card: Mapping[str, Any], run: RunDir, folder: Path, checked_on: int,
+                   source: str) -> Finish:
+    """Stages the folder's ``README.md`` (the Hub's model card) once the check passed."""
+
+    def write(tmp: Path, info: Mapping[str, Any], worst: float) -> None:
+        check = {"max_abs_diff": worst, "tolerance": TOLERANCE, "checked_on": checked_on,
+                 "inputs": source}
+        (tmp.parent / README).write_text(hub_readme(card, run, folder, info, check),
+                                         encoding="utf-8")
+
+    return write
+
+
+def _write(fmt: str, model: torch.nn.Module, example: Tensor, tmp: Path,
+           card: Mapping[str, Any]) -> dict[str, Any]:
     try:
-        return WRITERS[fmt](model, example, tmp)
+        return WRITERS[fmt](model, example, tmp, card)
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - exporters raise anything; say which and why

@@ -15,6 +15,7 @@ from snugtune.config import DEFAULT_BATCH_SIZE
 from snugtune.data import (
     DecodedImages,
     ImageDataset,
+    LabelsSpec,
     Sample,
     decode_once,
     eval_transform,
@@ -209,7 +210,9 @@ def _validation_split(run: RunDir, size: int) -> tuple[list[Sample], DecodedImag
     cfg = run.read_config()
     try:
         with DataIndex.at(cfg.cache_dir) as index:
-            scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
+            scan = scan_folder(cfg.data, labels=LabelsSpec(cfg.labels, cfg.path_column,
+                                                           cfg.label_column),
+                               workers=cfg.workers, index=index)
             val = saved_samples(scan, split[1])  # no copies to find: the split is saved
             images = decode_once(val, index, size, workers=cfg.workers)
             return list(val), images.view(val) if images is not None else None

@@ -16,6 +16,7 @@ from snugtune.data import (
     DataBundle,
     ImageDataset,
     ImageStore,
+    LabelsSpec,
     Sample,
     ScanResult,
     build_transforms,
@@ -42,6 +43,7 @@ __all__ = [
     "device_cap",
     "diagnose_folder",
     "image_dataset",
+    "labels_spec",
     "load_folder",
     "plan_folder",
     "plan_phases",
@@ -96,8 +98,14 @@ def load_folder(cfg: TrainConfig, index: DataIndex,
                 ) -> DataBundle:
     """Scan ``cfg.data`` through the data index and split it as training does (``saved``: a
     run's own split, kept)."""
-    scan = scan_folder(cfg.data, workers=cfg.workers, index=index)
+    scan = scan_folder(cfg.data, labels=labels_spec(cfg), workers=cfg.workers, index=index)
     return split_folder(scan, cfg.val_split, cfg.seed, group_copies=cfg.group_split, saved=saved)
+
+
+def labels_spec(cfg: TrainConfig) -> LabelsSpec:
+    """Where the run's labels come from: ``--labels`` and its columns (no file: the folder's
+    ``metadata.csv`` / ``metadata.jsonl``, else its class folders)."""
+    return LabelsSpec(cfg.labels, cfg.path_column, cfg.label_column)
 
 
 def prepare_data(cfg: TrainConfig, run: RunDir, index: DataIndex) -> DataBundle:
@@ -106,6 +114,8 @@ def prepare_data(cfg: TrainConfig, run: RunDir, index: DataIndex) -> DataBundle:
     data = load_folder(cfg, index, saved=run.read_split())
     if not data.train:
         raise DataError(f"{cfg.data}: no training images left after the split; lower --val-split")
+    if run.scan.exists():  # a resumed run: its labels are the saved split's, its classes kept
+        _same_classes(cfg, run.read_json(run.scan), data.scan)
     if data.kept_together:
         log.info("split: %d groups of copies kept on one side (--no-group-split: the plain "
                  "split)", data.kept_together)
@@ -113,6 +123,20 @@ def prepare_data(cfg: TrainConfig, run: RunDir, index: DataIndex) -> DataBundle:
         write_json(run.scan, data.scan.to_dict(), indent=None)
     run.write_split([(s.path, s.label) for s in data.train], [(s.path, s.label) for s in data.val])
     return data
+
+
+def _same_classes(cfg: TrainConfig, saved: dict[str, Any], scan: ScanResult) -> None:
+    """A resumed run's classes are those it started with (its split keeps each image's label;
+    a changed labels file is logged)."""
+    was = list(saved.get("classes", []))
+    source = scan.labels_file or "the class folders"
+    if was != list(scan.classes):
+        raise DataError(f"{cfg.data}: the classes changed since the run started ({was} -> "
+                        f"{list(scan.classes)}, labels from {source}); restore the labels or "
+                        "class folders it started with, or start a new run with another --out")
+    if saved.get("labels_sha256", "") != scan.labels_sha256:
+        log.warning("%s changed since the run started: the resumed run keeps the labels of its "
+                    "saved split", source)
 
 
 def choose_resolution(requested: int | None, pre: Preprocessing, median_size: tuple[int, int]) -> int:

@@ -68,3 +68,16 @@ def test_flag_problems_are_reported_all_at_once(tmp_path: Any) -> None:
         run_config(args, args.data)
     assert any(p.startswith("--val-split") for p in e.value.problems)
     assert any(p.startswith("phases.finetune.trainable") for p in e.value.problems)
+
+
+def test_the_labels_flags_reach_train_plan_and_doctor(tmp_path: Any) -> None:
+    for command in ("train", "plan", "doctor"):
+        args = build_parser().parse_args(
+            [command, str(tmp_path), "--labels", "train.csv", "--path-column", "id",
+             "--label-column", "breed"])
+        assert (args.labels, args.path_column, args.label_column) == ("train.csv", "id", "breed")
+    cfg = run_config(build_parser().parse_args(["train", str(tmp_path), "--labels", "l.tsv"]),
+                     str(tmp_path))
+    assert (cfg.labels, cfg.path_column, cfg.label_column) == ("l.tsv", "file_name", "label")
+    help_text = _options(_commands()["train"])["labels"].help
+    assert help_text.startswith(field_help(TrainConfig)["labels"]) and "metadata.csv" in help_text
