@@ -1,14 +1,20 @@
-"""Plots write non-empty PNG files, also from partial data."""
+"""Plots write PNG files, also from partial data, and draw the values they are given."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from snugtune.report import (
     classification_report,
     plot_confusion_matrix,
     plot_learning_curves,
     plot_memory,
+    plots,
 )
 from snugtune.results import PhaseResult
 from snugtune.units import GIB, MIB
@@ -62,3 +68,71 @@ def test_memory_with_missing_measurement(tmp_path: Path) -> None:
     ]
     assert _is_png(plot_memory(phases, tmp_path / "memory.png", budget_bytes=4 * GIB))
     assert _is_png(plot_memory([], tmp_path / "none.png"))
+
+
+# What each plot draws, read back from its figure (the PNG checks above only prove a file).
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The figures the plots save, kept for inspection."""
+    kept: list[Figure] = []
+    save = plots._save
+
+    def keep(fig: Figure, path: Path) -> Path:
+        kept.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def _lines(ax: Axes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {str(line.get_label()): (np.asarray(line.get_xdata(), dtype=float),
+                                    np.asarray(line.get_ydata(), dtype=float))
+            for line in ax.get_lines()}
+
+
+def test_learning_curves_draw_the_logged_values(tmp_path: Path, figures: list[Figure]) -> None:
+    rows = [{"phase": "head" if e <= 2 else "finetune", "global_epoch": e, "train_loss": 1 / e,
+             "val_loss": 2 / e, "train_accuracy": e / 10, "val_accuracy": e / 8, "lr": 10.0 ** -e}
+            for e in range(1, 5)]
+    del rows[1]["val_loss"]  # epoch 2 without validation: a gap, not a zero
+    plot_learning_curves(rows, tmp_path / "curves.png")
+    loss, accuracy, lr = figures[0].axes[:3]
+    x, train = _lines(loss)["train"]
+    assert list(x) == [1, 2, 3, 4] and np.allclose(train, [1, 1 / 2, 1 / 3, 1 / 4])
+    val = _lines(loss)["val"][1]
+    assert np.isnan(val[1]) and np.allclose(val[[0, 2, 3]], [2, 2 / 3, 2 / 4])
+    assert np.allclose(_lines(accuracy)["val"][1], [1 / 8, 2 / 8, 3 / 8, 4 / 8])
+    star = [line for line in accuracy.get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].get_xdata()) == [4]  # the best validation epoch
+    assert np.allclose(_lines(lr)["lr"][1], [0.1, 0.01, 0.001, 0.0001])
+    assert lr.get_yscale() == "log"
+    assert {t.get_text() for t in loss.texts} == {"head", "finetune"}  # the phases, named
+
+
+def test_confusion_matrix_draws_recall_per_true_class(tmp_path: Path,
+                                                      figures: list[Figure]) -> None:
+    report = classification_report([0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1], ["cat", "dog"])
+    plot_confusion_matrix(report, tmp_path / "cm.png")
+    plot_confusion_matrix(report, tmp_path / "counts.png", normalize=False)
+    normalised, counts = (np.asarray(f.axes[0].get_images()[0].get_array()) for f in figures)
+    assert np.allclose(normalised, [[0.75, 0.25], [0.0, 1.0]])  # rows: true class
+    assert np.array_equal(counts, [[3, 1], [0, 2]])
+    assert [t.get_text() for t in figures[0].axes[0].get_xticklabels()] == ["cat", "dog"]
+    assert "accuracy 83.3%" in figures[0].axes[0].get_title()
+
+
+def test_memory_bars_are_the_peaks_and_the_budget(tmp_path: Path, figures: list[Figure]) -> None:
+    phases = [PhaseResult(name="head", predicted_peak_bytes=1 * GIB, measured_peak_bytes=GIB // 2),
+              PhaseResult(name="finetune", predicted_peak_bytes=3 * GIB)]
+    plot_memory(phases, tmp_path / "memory.png", budget_bytes=4 * GIB)
+    ax = figures[0].axes[0]
+    heights = [round(p.get_height(), 3) for p in ax.patches]
+    assert heights == [1.0, 3.0, 0.5, 0.0]  # predicted, then measured (missing: 0, labelled)
+    texts = [t.get_text() for t in ax.texts]
+    assert "not measured" in texts and any("budget 4" in t for t in texts)
+    budget = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(budget) == 1 and list(budget[0].get_ydata()) == [4.0, 4.0]
+    assert "measured = 50% of predicted" in ax.get_xticklabels()[0].get_text()
