@@ -201,6 +201,8 @@ def usage_section(run: RunDir) -> list[Block]:
         f"snugtune evaluate {path} path/to/test_images/",
         f"snugtune predict  {path} image1.jpg image2.jpg --top-k 3",
         f"snugtune export   {path} --format onnx",
+        f"snugtune export   {path} --format timm   # a folder timm loads: "
+        "timm.create_model('local-dir:DIR', pretrained=True)",
     ]
     if run.tensorboard.is_dir():
         commands.append(f"tensorboard --logdir {shlex.quote(str(run.tensorboard))}")
@@ -208,7 +210,8 @@ def usage_section(run: RunDir) -> list[Block]:
         Heading("Using the model"),
         Paragraph(
             "Evaluate on held-out images (a class-folder tree), classify images, or export "
-            "the model for deployment; the model card in the run folder holds the classes "
+            "the model for deployment (ONNX, torch.export, safetensors) or for timm and the "
+            "Hugging Face Hub (timm backbones); the model card in the run folder holds the classes "
             "and preprocessing."
         ),
         Code("\n".join(commands), "bash"),
