@@ -16,7 +16,7 @@ fitted per environment, on about half of the models (``crc32(name)`` even); ever
 verdict reported as held out is on the other half or on a data set that was in no fit. The
 step's own memory (tensors, workspaces, allocator segments) is never fitted.
 
-Part B (``calibration``): every row of ``../shared/calibration/gpumemnet_timm_train_peaks.csv``
+Part B (``calibration``): every row of ``data/gpumemnet_timm_train_peaks.csv``
 (timm models measured on an A100 40 GB with nvidia-smi: fp32, Adam, every layer trainable,
 the model's default input size, 1000 classes) that can be simulated within ``--time-box``
 seconds, models in a seeded random order. The context is fitted on the fit half (median of
@@ -89,7 +89,7 @@ from snugtune.units import MIB
 log = logging.getLogger("benchmarks.planner_accuracy")
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIBRATION = ROOT.parent / "shared" / "calibration" / "gpumemnet_timm_train_peaks.csv"
+CALIBRATION = ROOT / "benchmarks" / "data" / "gpumemnet_timm_train_peaks.csv"
 PUBLISHED_CNN = ROOT / "benchmarks" / "data" / "gpumemnet_imagenet_cnn_a100_measured.csv"
 BRACKETS = ROOT / "benchmarks" / "data" / "timm_rtx3090_train_brackets.csv"
 TARGETS = {"cpu_median": 0.03, "cpu_worst": 0.08, "calibration_median": 0.05,

@@ -57,10 +57,13 @@ CALIBRATION_DIR_ENV = "SNUGTUNE_GPU_PROFILES"
 # default CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" = 2 x 4096 KiB + 8 x 16 KiB; 32 MiB on sm90.
 CUBLAS_WORKSPACE_BYTES = 2 * 4096 * 1024 + 8 * 16 * 1024
 CUBLAS_WORKSPACE_BYTES_SM90 = 8 * 4096 * 1024
-# cuDNN's convolution kernels load lazily when first used: in the GPUMemNet A100 calibration set
-# (../shared/calibration) networks of convolutions read ~128 MiB more than transformers (lcnet_035,
-# repghostnet_050: 1727 MiB against deit_small's 1599 MiB at batch 8). Added to a context that
-# was measured before a real network ran (the probe runs two small convolutions only).
+# cuDNN's convolution kernels load lazily when first used, so networks of convolutions hold
+# more outside PyTorch's allocator than transformers do. Added to a context that was measured
+# before a real network ran (the probe runs two small convolutions only). Fitted on the fit half
+# of the GPUMemNet A100 set (benchmarks/data/gpumemnet_timm_train_peaks.csv) by
+# planner_accuracy.py part B: 199 MiB (planner_accuracy.json, calibration.gpu.conv_kernels_bytes);
+# the 128 MiB used here comes from an earlier reading of that set that no committed JSON records:
+# to be measured on a real card (benchmarks/gpu_truth.py).
 CONV_KERNELS_BYTES = 128 * MIB
 
 
