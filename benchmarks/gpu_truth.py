@@ -27,6 +27,9 @@ pretrained weights: every model is randomly initialised). Measured on the device
    Passes when every peak < 4 GiB.
 4. ``oom_recovery``: ResNet-50 fine-tuned with a forced micro-batch of 32 under a budget between
    the predicted peaks of micro-batch 8 and 32: the run must halve and finish.
+5. ``step_speed``: for each model, snugtune's full fine-tuning step against the plain AMP loop
+   of the same model at the low precision, batch 64 at 224 px (``step_speed.compare``): images/s
+   of each and their ratio.
 
 Honest by construction: the parent process never touches CUDA (the card's figures come from
 the first child), so no child's context or cap is skewed by the parent's; each row records the
@@ -64,6 +67,7 @@ from snugtune.memory.simulator import StepConfig
 from snugtune.models import build_classifier
 from snugtune.planner import SAFETY_MARGIN
 from snugtune.units import GIB
+from step_speed import compare  # benchmarks/step_speed.py (scripts run from here)
 
 MODELS = ("vgg16", "efficientnet_b0", "mobilenet_v2", "resnet50")
 RES = 224
@@ -105,6 +109,11 @@ def child_context() -> dict[str, Any]:
     t0 = time.perf_counter()
     info = probe(torch.device("cuda", 0))
     return {**info.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def child_step_speed(model_name: str, precision: str) -> dict[str, Any]:
+    """Run in a fresh process: snugtune's step against the plain AMP loop, on the card."""
+    return compare(model_name, precision)
 
 
 def _key(c: dict[str, Any]) -> str:
@@ -360,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         report["budget_run"] = _in_child("budget_run()", timeout=900)
         report["oom_recovery"] = _in_child(f"oom_recovery({gpu.to_dict()!r}, {low!r})", timeout=900)
+        report["step_speed"] = [_in_child(f"child_step_speed({m!r}, {low!r})")
+                                for m in args.models]
     report["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(report, indent=1, default=str)
     print(text)

@@ -207,5 +207,13 @@ def test_gpu_truth_parent_never_touches_cuda(monkeypatch: pytest.MonkeyPatch, tm
     assert report["gpu"]["device"]["name"] == card["name"]
     assert report["gpu"]["context_bytes"] == card["context_bytes"]
     assert calls == ["child_context", "child_context", "child_matrix", "child_matrix",
-                     "budget_run", "oom_recovery"]
+                     "budget_run", "oom_recovery", "child_step_speed"]
     assert len(report["failures"]) == 2 and report["budget_run"] == {"stood_in": True}
+
+
+def test_step_speed_times_both_sides_of_the_same_model(tmp_path: Path) -> None:
+    # on the CPU, tiny: the comparison gpu_truth runs on a card (the rates are not checked)
+    result = _benchmark("step_speed").compare("mobilenet_v2", "bf16", "cpu", batch=2, res=32,
+                                             classes=3, warmup=1, steps=1, repeats=2)
+    assert [len(v) for v in result["images_per_s"].values()] == [2, 2]
+    assert all(r > 0 for r in result["paired_ratios"]) and result["median_ratio"] > 0
