@@ -28,8 +28,9 @@ rescale                     ignored: inputs are always scaled to [0, 1] then nor
 ==========================  =================================================================
 
 One warp instead of torchvision's pad + ``RandomAffine`` + crop (which the fill modes other
-than ``constant`` would need): 0.6 ms instead of 1.05 ms per 96 px image (28 px source) on one core of the
-2-core CPU, where loader workers share the cores with the training step.
+than ``constant`` would need): it was the faster of the two per 96 px image (28 px source) on
+one core of the 2-core CPU, where loader workers share the cores with the training step, in an
+earlier timing that no committed JSON records.
 MixUp/CutMix act on batches: see ``batch_mixer``.
 """
 

@@ -2,30 +2,31 @@
 store shared by runs, then read memory-mapped by every later epoch, evaluation and prediction
 on the split.
 
-A 12-megapixel JPEG costs 25-40 ms to decode even at 1/8 scale (draft mode still
-entropy-decodes the whole file), so one core feeds ~30 photos per second, and a run that
-decodes every photo every epoch is the loader's, not the model's. The first pass over a
-run's images (after the plan, before the first phase's feature-cache fill or first epoch)
-decodes each one in threads (Pillow releases the GIL while decoding) and keeps it in an image
-store (``store.RecordStore`` of kind ``images``):
+A 12-megapixel JPEG is slow to decode even at 1/8 scale (draft mode still entropy-decodes the
+whole file; ``store_format.photo_decode_ms`` in ``benchmarks/results/data_scale.json``, from
+``benchmarks/data_scale.py``), so a run that decodes every photo every epoch is the loader's,
+not the model's. The first pass over a run's images (after the plan, before the first phase's
+feature-cache fill or first epoch) decodes each one in threads (Pillow releases the GIL while
+decoding) and keeps it in an image store (``store.RecordStore`` of kind ``images``):
 
 * **what**: an image with a side over ``stored_side(resolution)`` (``ZOOM`` above the model's
   input: the largest size a pipeline on the split resizes an image to is the test-time
   ``zoom`` view's; training and evaluation resize to the input size itself) is decoded as
   training decodes it (``load_image``: upright, converted) and resized with Lanczos so that
-  no side exceeds it. An image within that size costs little to decode (a 28-px PNG 0.04 ms)
-  and would take 2-6x its file's bytes raw (Animal-MNIST's 28-px PNGs 2,352 vs 391 bytes,
-  the benchmark's 64-px ones 12,288 vs 5,811), so its record is empty:
+  no side exceeds it. An image within that size costs little to decode and would take more
+  bytes raw than its file (28 x 28 x 3 = 2,352 for an Animal-MNIST PNG; the decode times and
+  file sizes behind this are not recorded in a committed JSON), so its record is empty:
   it is read from its file, exactly as without a store, and the next run does not look at it
   again. Every pipeline applies its same transforms to the stored image (its first step
   resizes it to a square of the input size, as it resized the file's).
 * **how**: raw ``uint8`` pixels, (rows, cols) per record in the index. FFCV
   (``ffcv.fields.RGBImageField``) stores raw pixels or re-encoded JPEGs; measured on 2 cores
   for 258x258 records of the benchmark's photos (``benchmarks/results/data_scale.json``,
-  ``store_format``): 0.03 ms to read raw against 0.2 ms to decode a quality-90 JPEG, at 14x
-  the disk (195 KiB against 14 KiB). Both are over 100x cheaper than the photo (24.5 ms at
-  1/8 scale); raw is chosen because it is exact (a JPEG would re-compress what training sees)
-  and its disk is ~5% of the photos' own (3.7 MB each).
+  ``store_format``, from ``benchmarks/data_scale.py``): 0.03 ms to read raw against 0.2 ms to
+  decode a quality-90 JPEG, at 14x the disk (195 KiB against 14 KiB). Both are over 100x
+  cheaper than the photo (24.5 ms at 1/8 scale, ``photo_decode_ms.draft_258``); raw is chosen
+  because it is exact (a JPEG would re-compress what training sees) and its disk is ~5% of the
+  photos' own (3.7 MB each, ``photos.mean_bytes``).
 * **keyed by** the file's content (SHA-256) under a spec of the stored side, the resampling,
   the decoder's settings and Pillow's version: a second run on the same photos at the same
   resolution reads them, whatever its ``--out``.

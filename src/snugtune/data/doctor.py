@@ -8,10 +8,12 @@ From the fingerprints the scan records for every usable image (``Sample.sha256``
   hashes (``imagehash.phash``, 64 bits) within ``NEAR_BITS`` bits, confirmed by their 32x32
   grayscale thumbnails differing by at most ``NEAR_MAD`` grey levels on average. The hash
   alone is not enough on small images: on Animal-MNIST (10,000 PNGs of 28x28 silhouettes),
-  7,065 pairs of different files are within 4 bits and 45 share the hash exactly, but their
-  thumbnails differ by 9-26 grey levels (10th-90th percentile; median 13.6 at 0 bits, 17.9
-  at 4): different drawings of the same animal; 9 pairs differ by less than 5, 1 by less
-  than 2. Exact duplicates there: 284 pairs of identical files, all within one class.
+  many pairs of different files are within ``NEAR_BITS`` bits and some share the hash exactly,
+  but nearly all of their thumbnails differ by far more than ``NEAR_MAD``: different drawings
+  of the same animal. Its exact duplicates are all within one class. (Those pair counts and
+  differences come from an earlier reading that no committed JSON records; the doctor's groups
+  on it are in ``benchmarks/results/data_scale_demo.json``, ``demo_split``, from
+  ``benchmarks/data_scale.py --demo``.)
 
 Pairs within ``NEAR_BITS`` are found without comparing all pairs, by multi-index hashing
 (Norouzi, Punjani and Fleet, "Fast search in Hamming space with multi-index hashing", CVPR

@@ -103,10 +103,10 @@ def default_workers(device: str = "cuda") -> int:
 
     CUDA: the usable CPU count, at most 4 (the CPU is free while the GPU computes). CPU: a
     quarter of the cores (none on 2 or 3): a worker preempts the step's own intra-op threads,
-    and every multi-threaded operation then waits for the descheduled one. Measured on the
-    2-core CPU, EfficientNet-Lite0 top-2 fine-tuning at 96 px: 155-171 images/s loading in the
-    training process, 119-145 with 1 or 2 workers. (A quarter on larger CPUs is a choice, not
-    a measurement.)
+    and every multi-threaded operation then waits for the descheduled one. On the 2-core CPU,
+    EfficientNet-Lite0 top-2 fine-tuning at 96 px loaded faster in the training process than
+    with 1 or 2 workers, in an earlier measurement that no committed JSON records. (A quarter on
+    larger CPUs is a choice, not a measurement.)
     """
     try:
         cpus = len(os.sched_getaffinity(0))

@@ -7,12 +7,15 @@ right after.
 
 * CPU, oneDNN (``mkldnn_convolution``, PyTorch's CPU convolution for float, bf16 and fp16):
   measured with ``torch.profiler(profile_memory=True)`` on an AVX-512 EPYC with PyTorch 2.14
-  (see ``tests/unit/memory/test_backends.py``). For NCHW tensors oneDNN reorders the input into a
-  channel-blocked layout (not when a regular convolution has fewer input channels than the
-  block), reorders the weight, computes a blocked output and copies it back; the weight
-  gradient is computed blocked and reordered. Channels-last tensors skip the activation
-  reorders but the weight is still reordered (twice in the weight-gradient pass). Channels are
-  padded to the SIMD block (16 floats on AVX-512, 8 on AVX2).
+  (the model's CPU predictions against profiled peaks, oneDNN's buffers included:
+  ``benchmarks/results/planner_accuracy.json``, ``cpu``, from ``benchmarks/planner_accuracy.py``;
+  the single-call readings behind the factors below are not recorded in a committed JSON).
+  For NCHW tensors oneDNN reorders the input into a channel-blocked layout (not when a regular
+  convolution has fewer input channels than the block), reorders the weight, computes a
+  blocked output and copies it back; the weight gradient is computed blocked and reordered.
+  Channels-last tensors skip the activation reorders but the weight is still reordered (twice
+  in the weight-gradient pass). Channels are padded to the SIMD block (16 floats on AVX-512, 8
+  on AVX2).
 * CUDA, cuDNN: a workspace allocated through the caching allocator for the chosen algorithm
   (:func:`cudnn_workspace_bytes`).
 """
@@ -33,7 +36,8 @@ __all__ = [
 ]
 
 # oneDNN's channels-last depthwise weight-gradient kernel keeps this many fp32 partial weight
-# gradients (measured with the profiler: 256 x the weight for 3x3 and 7x7, batch 2 to 32).
+# gradients (read off the profiler for 3x3 and 7x7 kernels, batch 2 to 32; that reading is
+# not recorded in a committed JSON).
 DEPTHWISE_WGRAD_CHUNKS = 256
 
 
@@ -66,14 +70,15 @@ def onednn_conv_extra_bytes(call: ConvCall, block: int) -> int:
     y = _numel(call.output_shape) * item
     w_pad = _pad(c_out, block) * _pad(call.weight_shape[1], block) if not depthwise else _pad(c_out, block)
     w_r = w_pad * _numel(call.weight_shape[2:]) * item  # reordered (padded) weight
-    # bf16/fp16 weight gradients are accumulated in an fp32 buffer (~2.2x the low-precision
-    # padded weight in the measurements) before the down-cast
+    # bf16/fp16 weight gradients are accumulated in an fp32 buffer (taken as 2.2x the
+    # low-precision padded weight, from profiler readings that no committed JSON records)
+    # before the down-cast
     acc = (22 * w_r) // 10 if call.backward and item == 2 else 0
     if call.channels_last:
         if not call.backward:
             return w_r  # the reordered weight
         # wgrad: blocked weight gradient + its reorder; depthwise kernels also reduce partial
-        # fp32 weight gradients over 256 chunks (measured: 256 x the weight, any batch/size),
+        # fp32 weight gradients over ``DEPTHWISE_WGRAD_CHUNKS`` chunks (any batch and size),
         # plus as many in the low-precision dtype for bf16/fp16
         per_chunk = 4 + (item if item < 4 else 0)
         chunks = DEPTHWISE_WGRAD_CHUNKS * _numel(call.weight_shape) * per_chunk if depthwise else 0
@@ -103,15 +108,18 @@ def cudnn_workspace_bytes(call: ConvCall) -> int:
     with the tensor sizes), so the workspace is modelled as the bytes of the input plus the
     output gradient. Forward passes, 1x1 and grouped/depthwise convolutions use kernels that
     need (almost) none. With this term the calibration set's large-convolution rows
-    (repvgg, darknet, mobilenetv4 at batch 64-128) stop being under-predicted by 15-25%
-    (benchmarks/planner_accuracy.py).
+    (repvgg, darknet, mobilenetv4 at batch 64-128) stop being under-predicted (their errors
+    with it: benchmarks/results/planner_accuracy.json, ``calibration.rows``, from
+    benchmarks/planner_accuracy.py; the errors without it are not recorded in a committed JSON).
 
     This is what the step needs, not what it may take: PyTorch's cuDNN path
     (``aten/src/ATen/native/cudnn/Conv_v8.cpp``) runs the heuristics' plans in order and moves
     to the next one when a workspace allocation raises ``OutOfMemoryError``, so on a card with
     free memory a convolution can hold gigabytes more (the calibration set's dm_nfnet_f2,
     focalnet and xception65 readings: 5-8 GiB above the prediction at one batch, close to it
-    at the next larger one), and under the guard's cap it falls back to a leaner plan.
+    at the next larger one; ``measured_bytes`` less ``predicted_peak_bytes`` of the rows
+    flagged "free memory taken" in benchmarks/results/planner_accuracy.json,
+    ``calibration.rows``), and under the guard's cap it falls back to a leaner plan.
     """
     if not call.backward or call.groups != 1 or max(call.weight_shape[2:], default=1) <= 1:
         return 0

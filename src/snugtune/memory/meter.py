@@ -8,14 +8,15 @@
   live tensor bytes and raises ``torch.OutOfMemoryError`` like a capped GPU, so the OOM
   recovery runs for real; the peak is its live-tensor peak; ``reserved_bytes`` stays ``None``
   (no caching allocator to measure).
-* CPU without a budget: counting every operator in Python costs from ~25% (ResNet-18, 32 px)
-  to ~2x (a tiny EfficientNet) of a CPU step, too much to impose on a whole run, so one step
-  of the phase is counted (``sampling()``, at ``sampled_step``): the second, as the optimizer
-  state appears at the end of the first, so the second holds the step's peak (weights, state,
-  gradients and activations at once) and later steps repeat it; the only one in a one-step
-  epoch. What the step starts with (the model's tensors, gradients, optimizer state) is
-  passed in rather than found by walking the garbage collector (0.9 s for the two walks a
-  phase used to make, measured).
+* CPU without a budget: counting every operator in Python adds a large share of a CPU step
+  (timed on ResNet-18 at 32 px and a tiny EfficientNet, in an earlier measurement that no
+  committed JSON records), too much to impose on a whole run, so one step of the phase is
+  counted (``sampling()``, at ``sampled_step``): the second, as the optimizer state appears at
+  the end of the first, so the second holds the step's peak (weights, state, gradients and
+  activations at once) and later steps repeat it; the only one in a one-step epoch. What the
+  step starts with (the model's tensors, gradients, optimizer state) is passed in rather than
+  found by walking the garbage collector (the two walks a phase used to make were slow; their
+  timing is not recorded in a committed JSON).
 
 A ``BudgetError`` leaving the meter (micro-batch 1 still out of memory) is re-raised with the
 figures the meter saw: the bytes held before the first step and a lower bound of the need.

@@ -137,9 +137,12 @@ def channels_last(device: str, precision: str, model: nn.Module) -> bool:
     """Whether a phase runs NHWC: convolutional models under autocast on CUDA (tensor cores
     want NHWC), and on the CPU models with BatchNorm (oneDNN's NHWC kernels).
 
-    Measured on the 2-core AVX-512 CPU, one fp32 training step at 96 px, batch 32, BatchNorm
-    in eval mode, NHWC over NCHW: tf_efficientnet_lite0 1.70x, efficientnet_b0 1.43x,
-    mobilenet_v2 1.27x, resnet50 1.15x, resnet18 0.99x; convnext_atto (LayerNorm) 0.93x.
+    Timed on the 2-core AVX-512 CPU, one fp32 training step at 96 px, batch 32, BatchNorm in
+    eval mode: NHWC ran faster than NCHW for tf_efficientnet_lite0, efficientnet_b0,
+    mobilenet_v2 and resnet50, about as fast for resnet18, and slower for convnext_atto (LayerNorm).
+    Those ratios are not recorded in a committed JSON; ``benchmarks/results/cpu_step.json``
+    (from ``benchmarks/cpu_step.py``) has ``channels_last`` against ``nchw`` for mobilenet_v2
+    and efficientnet_b0 with every layer and BatchNorm training.
     """
     mods = list(model.modules())
     if not any(isinstance(m, nn.Conv2d) for m in mods):

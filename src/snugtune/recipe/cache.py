@@ -126,7 +126,8 @@ class _FillDataset(Dataset[tuple[Tensor, bytes]]):
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """One intra-op thread for per-image transforms decoded in the main process: on a busy
-    machine, OpenMP teams on tiny tensors spin-wait (measured 220 ms vs 5 ms per view)."""
+    machine, OpenMP teams on tiny tensors spin-wait (a view took far longer with the full team
+    in an earlier measurement that no committed JSON records)."""
     if get_worker_info() is not None:  # workers already run single-threaded
         yield
         return
@@ -143,9 +144,10 @@ def _collate(batch: list[tuple[Tensor, bytes]]) -> tuple[Tensor, list[bytes]]:
 
 
 #: Decode in worker processes only when decoding a batch takes at least this share of encoding
-#: it. Measured on 2 cores (28 px PNGs, MobileNetV2 at 96 px): decoding in this process filled
-#: 258 images/s, with 1 worker 204, with 2 workers 168-185 (workers' CPU comes out of the
-#: forward's); large JPEGs decode slower than the forward, and then workers pay.
+#: it. On 2 cores (28 px PNGs, MobileNetV2 at 96 px) decoding in this process filled fastest,
+#: with 1 worker slower and with 2 workers slower still (workers' CPU comes out of the
+#: forward's), in an earlier measurement that no committed JSON records; large JPEGs decode
+#: slower than the forward, and then workers pay.
 WORKER_DECODE_SHARE = 0.5
 
 

@@ -148,7 +148,7 @@ def _crc_mismatch(path: Path) -> str | None:
 
     ``torch.load`` does not check the CRCs that ``torch.save`` writes, so a flipped bit in
     tensor data (bad disk, interrupted copy) would load silently; this reads the file once
-    more (~0.3 s per 170 MB) and catches it.
+    more and catches it (the cost of that read is not recorded in a committed JSON).
     """
     try:
         with zipfile.ZipFile(path) as z:

@@ -10,20 +10,21 @@ Choices, and why:
 
 * **One view per image**: the clean image (the validation pipeline). Caching augmented views
   as well was measured (Animal-MNIST 300/class, Lite0 at 96 px, 6 head epochs; 600 val
-  images): best val accuracy 0.940 (1 view), 0.948 (2), 0.945 (3), 0.938 (4), within a few
-  images of each other, while on a 2-core CPU one augmented view (~5 ms) costs more than the
-  backbone's forward (~2.5 ms); so it was removed.
+  images): the best val accuracy with 1 to 4 views per image was within a few images of each
+  other, while on a 2-core CPU one augmented view cost more than the backbone's forward; so it
+  was removed. That measurement is not recorded in a committed JSON.
 * **The backbone runs in eval mode** for the fill, as Keras' ``base(x, training=False)``:
   BatchNorm uses its running statistics and dropout inside the backbone is off. (Uncached
   frozen training keeps a timm backbone's ``drop_rate`` dropout on the pooled features
   active; the head's own dropout applies in both.)
 * **Fill speed**: inference mode, JPEG draft decode, worker processes, forward passes of
-  ``CPU_FORWARD_CHUNK`` images on the CPU, channels_last on the CPU (measured ~1.9x for
-  EfficientNet-Lite0 at 96 px, a layout change only: float noise), the phase's autocast
+  ``CPU_FORWARD_CHUNK`` images on the CPU, channels_last on the CPU (faster for
+  EfficientNet-Lite0 at 96 px; a layout change only: float noise), the phase's autocast
   precision (fp32 on the CPU unless ``--precision bf16``). bf16 is not picked for the fill
-  alone: measured on Animal-MNIST with Lite0, bf16-autocast features differ from fp32 by 5.6%
-  relative L2 (median; fp16 storage: ~0.05%), far beyond float noise, for the same head
-  accuracy and, on the loaded 2-core machine, the same fill speed.
+  alone: measured on Animal-MNIST with Lite0, bf16-autocast features differ from fp32 far
+  beyond float noise (median relative L2; the fp16 storage's own rounding is far smaller), for
+  the same head accuracy and, on the loaded 2-core machine, the same fill speed. Neither
+  measurement is recorded in a committed JSON.
 * **Out of memory** during the fill halves the forward chunk (``step.retry_halving``).
 * **MixUp/CutMix** mix images; on pooled features MixUp would be a different regulariser
   (manifold mixup) and CutMix has no equivalent, so with a mixer the phase trains on images

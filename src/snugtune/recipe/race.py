@@ -67,14 +67,14 @@ __all__ = ["MIN_PER_CLASS", "RACE_SHARE", "RACE_STEPS", "Entrant", "Race", "choo
 log = logging.getLogger(__name__)
 
 #: Optimizer steps of a candidate's head on its cached features, per rung. Profiled on
-#: Animal-MNIST at --time-budget 5m (3 candidates, 2 rungs): 300 steps cost 5.7 s of a 39.7 s race
-#: (the fills 24 s, planning the candidates 5.8 s); every second of the race is a second less of
-#: fine-tuning for the winner.
+#: Animal-MNIST at --time-budget 5m (3 candidates, 2 rungs), the head steps were a small part of
+#: the race, the feature fills most of it (a profile that no committed JSON records); every
+#: second of the race is a second less of fine-tuning for the winner.
 RACE_STEPS = 100
 #: The race's predicted fill time, at most this share of the time budget (or of the run's
 #: predicted fine-tuning time without one). At 0.2 the race took 65-68 s of a 5-minute budget
-#: on Animal-MNIST and the auto runs' median ended 0.1 point below the default's (the previous
-#: benchmarks/results/model_auto.json, in git history).
+#: on Animal-MNIST and the auto runs' median ended 0.1 point below the default's
+#: (benchmarks/results/model_auto.json as committed in 78fdc35, from benchmarks/model_auto.py).
 RACE_SHARE = 0.05
 #: Training images per class the first rung keeps at least.
 MIN_PER_CLASS = 20
@@ -270,9 +270,11 @@ def pick_winner(entrants: Sequence[Entrant], n_val: int) -> tuple[Entrant, str]:
 
     Halving's leader is the most accurate on the most images; a slower backbone costs
     fine-tuning epochs in the time that is left, so it must win by more than the race can
-    resolve. Measured on Animal-MNIST (benchmarks/results/model_auto.json): Lite2 led Lite0 by
-    0.35 points on 1,457 validation images, one standard error being 0.88, and fine-tuned to
-    0.35 points less than Lite0 did in the same 5 minutes.
+    resolve. Measured on Animal-MNIST with the race's earlier share of 0.2
+    (benchmarks/results/model_auto.json as committed in 78fdc35, ``runs.auto[1]``, from
+    benchmarks/model_auto.py): Lite2 led Lite0 by 0.35 points on 1,457 validation images, one
+    standard error being 0.88, and fine-tuned to 0.35 points less than Lite0 did in the same
+    5 minutes.
     """
     raced = [e for e in entrants if e.rungs]
     leader = max(raced, key=lambda e: e.score)

@@ -4,8 +4,9 @@ Without a time budget a phase's epochs follow the data set (``default_epochs``):
 ``MIN_STEPS`` optimizer steps, so 1,000 images get more epochs than 100,000, within
 ``EPOCHS``; early stopping (``patience``) still ends a phase whose validation loss stopped
 improving, and the best epoch's weights are kept. A head trained on cached features takes
-many more steps (an epoch of it costs ~0.4 s for 8,000 images on 2 cores): its default is the
-larger ``MIN_STEPS["cached"]``.
+many more steps (an epoch of it is a pass of the head over a feature matrix and costs little;
+the epoch time behind this is not recorded in a committed JSON): its default is the larger
+``MIN_STEPS["cached"]``.
 
 With a time budget the run measures what its work costs on this machine and fits each
 phase's length, in optimizer steps, to the time left (``PhaseClock``):

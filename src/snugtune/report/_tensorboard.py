@@ -1,9 +1,10 @@
 """Scalar TensorBoard event logging without importing torch or TensorFlow.
 
 Uses the ``tensorboard`` package's own event-file writer and protobufs (importing torch's
-``SummaryWriter`` costs ~2 s and is not needed for scalars). A resumed run writes a
-``SessionLog.START`` event at the resume step, which tells TensorBoard to hide every event of
-an earlier file at that step or later — the same mechanism as torch's ``purge_step``.
+``SummaryWriter`` is slow, in a timing that no committed JSON records, and is not needed for
+scalars). A resumed run writes a ``SessionLog.START`` event at the resume step, which tells
+TensorBoard to hide every event of an earlier file at that step or later — the same mechanism
+as torch's ``purge_step``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ the BatchNorm running statistics that the failed forwards updated are put back, 
 twice, optimizer state and LR schedule untouched.
 
 The step runs eagerly. ``torch.compile`` (inductor) of the model was measured on the 2-core CPU
-(``benchmarks/cpu_step.py``, every layer and BatchNorm training, 96 px, batch 32,
+(``benchmarks/results/cpu_step.json``, ``compiled`` against ``channels_last``, from
+``benchmarks/cpu_step.py``; every layer and BatchNorm training, 96 px, batch 32,
 channels_last): 0.96x the eager step's images/s for mobilenet_v2 and 0.97x for efficientnet_b0,
 after 68 s of compilation for efficientnet_b0 on a cold cache; it does not pay here, and the
 memory simulator could not vouch for a compiled step's peak. On a GPU it is not measured yet.
@@ -36,9 +37,10 @@ __all__ = ["CPU_FORWARD_CHUNK", "Stats", "StepContext", "eval_micro_batch", "eva
            "train_step"]
 
 #: Images per inference forward pass on the CPU (evaluation, the feature-cache fill): small
-#: chunks keep a layer's activations in cache. Measured on the 2-core CPU at 96 px, fp32,
-#: channels_last, images/s at 16 / 32 / 64 per pass: tf_efficientnet_lite0 429 / 287 / 240,
-#: mobilenet_v2 455 / 335 / 267. An image's output depends on its chunk only by float rounding.
+#: chunks keep a layer's activations in cache. Timed on the 2-core CPU at 96 px, fp32,
+#: channels_last, with 16, 32 and 64 images per pass: 16 was the fastest for
+#: tf_efficientnet_lite0 and mobilenet_v2, in an earlier measurement that no committed JSON
+#: records. An image's output depends on its chunk only by float rounding.
 CPU_FORWARD_CHUNK = 16
 
 Mixer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

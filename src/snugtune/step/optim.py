@@ -63,9 +63,9 @@ def build_optimizer(groups: list[dict[str, Any]], phase: PhaseConfig,
     fake CPU tensors standing for CUDA ones): Adam(W) runs its fused kernel on every device
     (one pass over all parameters, no per-step temporaries; the same update up to float
     rounding): 2.16 ms instead of 8.45 ms per step for mobilenet_v2 and 3.29 instead of 15.57
-    for efficientnet_b0 on the 2-core CPU (``benchmarks/cpu_step.py``, ``adamw_step_ms``); SGD
-    runs the multi-tensor ``foreach`` kernel on CUDA (PyTorch's default there) and the
-    per-parameter loop on the CPU.
+    for efficientnet_b0 on the 2-core CPU (``benchmarks/results/cpu_step.json``,
+    ``adamw_step_ms``, from ``benchmarks/cpu_step.py``); SGD runs the multi-tensor ``foreach``
+    kernel on CUDA (PyTorch's default there) and the per-parameter loop on the CPU.
 
     Args:
         groups: from :func:`param_groups`.
