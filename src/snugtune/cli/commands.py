@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,11 @@ __all__ = ["cache", "calibrate", "demo", "evaluate", "export", "memory", "plan",
            "train"]
 
 
-def run_config(args: argparse.Namespace, data: str, out: str | None = None) -> TrainConfig:
-    """The settings of a run from ``--config`` and the flags given (all problems at once)."""
-    overrides: dict[str, Any] = {**given(args, RUN_FIELDS), "data": data}
-    if out is not None and "out" not in overrides:
-        overrides["out"] = out
+def run_config(args: argparse.Namespace, data: str,
+               defaults: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The settings of a run from ``--config`` and the flags given (all problems at once);
+    ``defaults``: a command's own values for settings whose flags are not given."""
+    overrides: dict[str, Any] = {**(defaults or {}), **given(args, RUN_FIELDS), "data": data}
     overrides["augment"] = _augment(args.augment or [])
     phases = {"*": given(args, PHASE_FIELDS)}
     phases.update({ph.name: given(args, PHASE_FIELDS, prefix=ph.name) for ph in default_phases()})
@@ -119,10 +120,18 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_DEFAULTS = {"out": "runs/demo", "time_budget": "5m"}
+"""The demo's own defaults (its flags override them): a 5-minute time budget shows the
+planner fitting the phases to a stated time, and gives the fine-tuning phase the epochs that
+the default schedule's 4 leave on the table (best epoch the last one; validation accuracy
+``benchmarks/results/model_auto.json``'s default Lite0 at 5 minutes, against the schedule's
+4 epochs in ``make demo``)."""
+
+
 def demo(args: argparse.Namespace) -> int:
     opts = options(args, DemoOptions)
     data = write_animal_mnist(opts.data_dir, per_class=opts.per_class)
-    cfg = run_config(args, str(data), out="runs/demo")
+    cfg = run_config(args, str(data), defaults=DEMO_DEFAULTS)
     run = RunDir(cfg.out)
     if run.path.exists() and (opts.fresh or not run.summary.exists()):
         shutil.rmtree(run.path)  # a half-finished demo is restarted rather than resumed

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from snugtune.cli.commands import run_config
+from snugtune.cli.commands import DEMO_DEFAULTS, run_config
 from snugtune.cli.flags import field_help
 from snugtune.cli.parser import build_parser
 from snugtune.config import PhaseConfig, TrainConfig
@@ -81,3 +81,12 @@ def test_the_labels_flags_reach_train_plan_and_doctor(tmp_path: Any) -> None:
     assert (cfg.labels, cfg.path_column, cfg.label_column) == ("l.tsv", "file_name", "label")
     help_text = _options(_commands()["train"])["labels"].help
     assert help_text.startswith(field_help(TrainConfig)["labels"]) and "metadata.csv" in help_text
+
+
+def test_the_demo_trains_for_five_minutes_unless_told_otherwise(tmp_path: Any) -> None:
+    cfg = run_config(build_parser().parse_args(["demo"]), str(tmp_path), defaults=DEMO_DEFAULTS)
+    assert (cfg.time_budget, cfg.out) == (300.0, "runs/demo")
+    args = build_parser().parse_args(["demo", "--time-budget", "90s", "--out", str(tmp_path / "r")])
+    cfg = run_config(args, str(tmp_path), defaults=DEMO_DEFAULTS)
+    assert (cfg.time_budget, cfg.out) == (90.0, str(tmp_path / "r"))
+    assert run_config(build_parser().parse_args(["train", str(tmp_path)]), str(tmp_path)).time_budget is None

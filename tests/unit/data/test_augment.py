@@ -11,6 +11,7 @@ from PIL import Image
 
 from snugtune.config import AugmentConfig
 from snugtune.data import batch_mixer, build_transforms
+from snugtune.data.augment import _base_grid
 from snugtune.errors import ConfigError
 
 SIZE = 32
@@ -184,3 +185,12 @@ def test_bicubic_backbones_still_augment() -> None:
     tf = build_transforms(AugmentConfig(), size=48, mean=[0.5] * 3, std=[0.5] * 3, train=True,
                           interpolation="bicubic")
     assert tf(Image.new("RGB", (28, 28))).shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize("side", [7, 32, 96])
+def test_cached_grid_is_affine_grids(side: int) -> None:
+    """The warp's cached pixel-centre grid times theta is ``affine_grid``'s grid."""
+    theta = torch.tensor([[[1.1, 0.2, 0.05], [-0.1, 0.9, 0.02]]])
+    want = torch.nn.functional.affine_grid(theta, [1, 3, side, side], align_corners=False)
+    got = (_base_grid(side) @ theta[0].T).view(1, side, side, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

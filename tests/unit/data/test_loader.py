@@ -10,6 +10,7 @@ import torch
 from snugtune.config import AugmentConfig
 from snugtune.data import (
     ImageDataset,
+    SeededDataset,
     build_transforms,
     default_workers,
     make_image_folder,
@@ -110,3 +111,17 @@ def test_missing_file_at_load_time_names_it(tmp_path: Path) -> None:
     ds = ImageDataset([Sample(str(tmp_path / "gone.png"), 0)], _train_tf())
     with pytest.raises(DataError, match="gone.png"):
         ds[0]
+
+
+def test_seeded_items_are_pure_and_seed_only_the_cpu_generator(samples, monkeypatch) -> None:
+    """An item's augmentation is a function of (index, seed) alone, leaves the global stream
+    as it was, and never goes through ``torch.manual_seed`` (whose accelerator seeding formats
+    the caller's stack on every call: loader_cost.json's ``seed_us``)."""
+    ds = SeededDataset(ImageDataset(samples, _train_tf()))
+    first = ds[(3, 7)][0]
+    monkeypatch.setattr(torch, "manual_seed", lambda _s: pytest.fail("torch.manual_seed called"))
+    torch.default_generator.manual_seed(0)
+    state = torch.get_rng_state()
+    again, other_seed = ds[(3, 7)][0], ds[(3, 8)][0]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, again) and not torch.equal(first, other_seed)
