@@ -22,9 +22,9 @@ decoding) and keeps it in an image store (``store.RecordStore`` of kind ``images
 * **how**: raw ``uint8`` pixels, (rows, cols) per record in the index. FFCV
   (``ffcv.fields.RGBImageField``) stores raw pixels or re-encoded JPEGs; measured on 2 cores
   for 258x258 records of the benchmark's photos (``benchmarks/results/data_scale.json``,
-  ``store_format``, from ``benchmarks/data_scale.py``): 0.03 ms to read raw against 0.2 ms to
-  decode a quality-90 JPEG, at 14x the disk (195 KiB against 14 KiB). Both are over 100x
-  cheaper than the photo (24.5 ms at 1/8 scale, ``photo_decode_ms.draft_258``); raw is chosen
+  ``store_format``, from ``benchmarks/data_scale.py``): 0.034 ms to read raw against 0.27 ms
+  to decode a quality-90 JPEG, at 14x the disk (195 KiB against 14 KiB). Both are about 100x
+  cheaper or more than the photo (26.7 ms at 1/8 scale, ``photo_decode_ms.draft_258``); raw is chosen
   because it is exact (a JPEG would re-compress what training sees) and its disk is ~5% of the
   photos' own (3.7 MB each, ``photos.mean_bytes``).
 * **keyed by** the file's content (SHA-256) under a spec of the stored side, the resampling,
