@@ -179,8 +179,8 @@ def _plan(sub: argparse._SubParsersAction) -> None:
 def _demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train on the bundled Animal-MNIST data, offline",
                        description="Write Animal-MNIST as class folders and train on them "
-                                   "for 5 minutes (run folder runs/demo, --time-budget 5m, "
-                                   "unless --out or --time-budget says otherwise).")
+                                   "(run folder runs/demo, 6 fine-tuning epochs, unless --out or "
+                                   "--finetune-epochs says otherwise).")
     add_fields(p, DemoOptions, _names(DemoOptions))
     _add_run_settings(p)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from snugtune.cli.commands import DEMO_DEFAULTS, run_config
+from snugtune.cli.commands import DEMO_FINETUNE_EPOCHS, demo_config, run_config
 from snugtune.cli.flags import field_help
 from snugtune.cli.parser import build_parser
 from snugtune.config import PhaseConfig, TrainConfig
@@ -83,10 +83,17 @@ def test_the_labels_flags_reach_train_plan_and_doctor(tmp_path: Any) -> None:
     assert help_text.startswith(field_help(TrainConfig)["labels"]) and "metadata.csv" in help_text
 
 
-def test_the_demo_trains_for_five_minutes_unless_told_otherwise(tmp_path: Any) -> None:
-    cfg = run_config(build_parser().parse_args(["demo"]), str(tmp_path), defaults=DEMO_DEFAULTS)
-    assert (cfg.time_budget, cfg.out) == (300.0, "runs/demo")
-    args = build_parser().parse_args(["demo", "--time-budget", "90s", "--out", str(tmp_path / "r")])
-    cfg = run_config(args, str(tmp_path), defaults=DEMO_DEFAULTS)
-    assert (cfg.time_budget, cfg.out) == (90.0, str(tmp_path / "r"))
-    assert run_config(build_parser().parse_args(["train", str(tmp_path)]), str(tmp_path)).time_budget is None
+def test_the_demo_fine_tunes_six_epochs_unless_told_otherwise(tmp_path: Any) -> None:
+    def demo(*flags: str) -> TrainConfig:
+        return demo_config(build_parser().parse_args(["demo", *flags]), str(tmp_path))
+
+    cfg = demo()
+    assert (cfg.out, cfg.time_budget) == ("runs/demo", None)
+    assert [p.epochs for p in cfg.phases] == [None, DEMO_FINETUNE_EPOCHS]
+    assert [p.epochs for p in demo("--finetune-epochs", "2").phases] == [None, 2]
+    assert [p.epochs for p in demo("--epochs", "3").phases] == [3, 3]
+    timed = demo("--time-budget", "90s", "--out", str(tmp_path / "r"))
+    assert (timed.time_budget, timed.out) == (90.0, str(tmp_path / "r"))
+    assert [p.epochs for p in timed.phases] == [None, None]  # fitted to the budget
+    assert [p.epochs for p in run_config(build_parser().parse_args(["train", str(tmp_path)]),
+                                         str(tmp_path)).phases] == [None, None]
