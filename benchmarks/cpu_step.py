@@ -18,6 +18,14 @@ times interleaved (the order rotates), in this one process:
   seconds (compilation) are reported apart from the steady rate;
 * ``compiled_bf16``: the same under bf16 autocast.
 
+The variants run as the trainer does, with freed memory kept for the next step
+(``snugtune.step.keep_freed_memory``). What that setting gives is measured apart,
+``host_memory``: the channels_last fp32 step in fresh processes (the setting lasts as long as
+the process), glibc's defaults (``default``) against the setting (``kept``), ``--repeats``
+times interleaved, at 96 px for each model and at 224 px for mobilenet_v2 (activations of up
+to 154 MB): steady images/s, minor page faults and kernel (system) milliseconds per step, the
+peak resident set (``ru_maxrss``), and the median paired ``speedup``.
+
 Also: the AdamW step alone (foreach vs fused, the model's parameters), the step's operators by
 self CPU time (``torch.profiler``, channels_last fp32). The loader's share per image is
 ``throughput.py``'s (``input_pipeline_ms_per_image_one_thread``).
@@ -28,7 +36,10 @@ Usage: ``python benchmarks/cpu_step.py --out benchmarks/results/cpu_step.json``
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,10 +51,13 @@ from torch import nn
 
 from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run from here)
 from snugtune.models import build_classifier
-from snugtune.step import MicroBatch, StepContext, train_step
+from snugtune.step import MicroBatch, StepContext, keep_freed_memory, train_step
 
 WARMUP = 3
 MODELS = ("mobilenet_v2", "efficientnet_b0")
+CPU = torch.device("cpu")
+#: (model, resolution) of the host-memory comparison.
+HOST_MEMORY_CASES = (("mobilenet_v2", 96), ("efficientnet_b0", 96), ("mobilenet_v2", 224))
 
 
 def build(name: str, channels_last: bool) -> nn.Module:
@@ -117,8 +131,51 @@ def operators(name: str, batch: int, res: int, top: int = 10) -> dict[str, float
     return {k: round(100 * t / total, 1) for k, t in events[:top]}
 
 
+def host_memory_child(name: str, res: int, mode: str, steps: int, batch: int) -> dict[str, float]:
+    """In a fresh process: the channels_last fp32 step with glibc's defaults or kept memory."""
+    if mode == "kept" and not keep_freed_memory(CPU):
+        raise SystemExit("keep_freed_memory had no effect here (not glibc?)")
+    model = build(name, True)
+    timed_steps(model, model, 1, channels_last=True, precision="fp32", batch=batch, res=res)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = timed_steps(model, model, steps, channels_last=True, precision="fp32", batch=batch,
+                         res=res)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    n = WARMUP + steps
+    return {**result, "minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / n),
+            "system_ms_per_step": round(1000 * (after.ru_stime - before.ru_stime) / n, 1),
+            "maxrss_mb": after.ru_maxrss // 1024}
+
+
+def host_memory(repeats: int, steps: int, batch: int) -> dict[str, Any]:
+    """``default`` against ``kept``, each run in its own process, interleaved."""
+    out: dict[str, Any] = {}
+    for name, res in HOST_MEMORY_CASES:
+        runs: dict[str, list[dict[str, Any]]] = {"default": [], "kept": []}
+        for r in range(repeats):
+            for mode in (("default", "kept") if r % 2 == 0 else ("kept", "default")):
+                before = load()
+                p = subprocess.run([sys.executable, __file__, "--host-memory-child", name, str(res),
+                                    mode, "--steps", str(steps if res <= 96 else max(3, steps // 3)),
+                                    "--batch", str(batch)],
+                                   capture_output=True, text=True, check=True)
+                runs[mode].append({**json.loads(p.stdout), "repeat": r, "load": [before, load()]})
+                print(f"host memory {name} {res}px {mode} repeat {r}: {runs[mode][-1]}",
+                      file=sys.stderr)
+        ratios = [round(k["images_per_s"] / d["images_per_s"], 3)
+                  for d, k in zip(runs["default"], runs["kept"], strict=True)]
+        out[f"{name}_{res}px"] = {
+            **{mode: {key: statistics.median(x[key] for x in rs) for key in
+                      ("images_per_s", "minor_faults_per_step", "system_ms_per_step", "maxrss_mb")}
+               for mode, rs in runs.items()},
+            "paired_speedups": ratios, "speedup": statistics.median(ratios), "runs": runs}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host-memory-child", nargs=3, metavar=("MODEL", "RES", "MODE"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--repeats", type=int, default=3)
@@ -127,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--res", type=int, default=96)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.host_memory_child:
+        name, res, mode = args.host_memory_child
+        print(json.dumps(host_memory_child(name, int(res), mode, args.steps, args.batch)))
+        return 0
+    memory = host_memory(args.repeats, args.steps, args.batch)
+    keep_freed_memory(CPU)  # as the trainer does, for every variant below
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {v: [] for v in args.variants}
                                                         for m in args.models}
     for r in range(args.repeats):
@@ -152,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                           for name in args.models},
         "operators_self_cpu_percent": {name: operators(name, args.batch, args.res)
                                        for name in args.models},
+        "host_memory": memory,
         "runs": runs,
     }
     emit(report, args.out)

@@ -71,7 +71,7 @@ from torch.utils.data import Dataset, Subset
 from snugtune.errors import DistributedError
 from snugtune.recipe.sampler import EpochSampler
 from snugtune.recipe.shards import ShardedBatches, sharded_loader
-from snugtune.step import Stats, StepSync
+from snugtune.step import Stats, StepSync, keep_freed_memory
 
 __all__ = [
     "DistributedError",
@@ -306,8 +306,10 @@ def rank_device(local_rank: int) -> torch.device:
 def session(device: torch.device) -> Iterator[World]:
     """Join torchrun's process group for the duration of a run (or yield a single process).
 
-    A group that is already initialised (by the caller) is used and left open.
+    A group that is already initialised (by the caller) is used and left open. A CPU run keeps
+    its freed memory for the next step (``step.keep_freed_memory``).
     """
+    keep_freed_memory(device)
     rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         yield World(device=device)

@@ -39,6 +39,7 @@ from snugtune.step import (
     MicroBatch,
     StepContext,
     build_optimizer,
+    keep_freed_memory,
     local_batch,
     param_groups,
     resolve_device,
@@ -83,6 +84,7 @@ def lr_find(cfg: TrainConfig, *, steps: int = 100, start: float = 1e-7, end: flo
         folder = load_folder(cfg, index)
     scan, train = folder.scan, folder.train
     device = resolve_device(cfg.device)
+    keep_freed_memory(device)
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, len(scan.classes), weights=cfg.weights,
                              head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout,

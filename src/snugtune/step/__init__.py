@@ -6,6 +6,7 @@ fake ones.
     build_optimizer(param_groups(...), phase, device)   optimizer and its kernels   optim
     soft_targets / weighted_loss_sum                    the loss                     loss
     autocast / grad_scaler / resolve_device             precision and device         device
+    keep_freed_memory(device)                           a CPU step's freed memory    host_memory
     set_checkpointing(blocks, indices)                  activation checkpointing     checkpointing
     train_step / evaluate                               the step, OOM-recovering     loop, microbatch
     StepSync(peers)                                     a data-parallel step's end   sync
@@ -22,6 +23,7 @@ from snugtune.step.device import (
     plan_device,
     resolve_device,
 )
+from snugtune.step.host_memory import keep_freed_memory
 from snugtune.step.loop import (
     CPU_FORWARD_CHUNK,
     Stats,
@@ -63,6 +65,7 @@ __all__ = [
     "eval_micro_batch",
     "evaluate",
     "free_memory",
+    "keep_freed_memory",
     "grad_scaler",
     "local_batch",
     "lr_factor",

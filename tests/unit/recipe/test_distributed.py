@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from snugtune.errors import DataError
-from snugtune.recipe.distributed import ShardedBatches, World
+from snugtune.recipe import distributed
+from snugtune.recipe.distributed import ShardedBatches, World, session
 from snugtune.recipe.sampler import EpochSampler
 from snugtune.step import MicroBatch, Stats, local_batch, train_step
 
@@ -64,6 +65,17 @@ def test_a_single_process_world_changes_nothing() -> None:
     assert isinstance(w.epoch_sampler(10, 4), EpochSampler)
     assert local_batch(7, 100, World(world_size=3).world_size) == 3
     assert local_batch(32, 5) == 5  # a training set smaller than the batch is the batch
+
+
+def test_a_run_on_the_cpu_keeps_freed_memory_for_its_next_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(distributed, "keep_freed_memory", lambda d: seen.append(d.type) or True)
+    for device in ("cpu", "cuda"):
+        with session(torch.device(device)) as world:
+            assert world.device.type == device
+    assert seen == ["cpu", "cuda"]  # keep_freed_memory itself leaves a GPU run alone
 
 
 CHILD = r'''
