@@ -10,8 +10,11 @@ CUDA (``nvidia-smi`` view of a training process)::
 The replay (:mod:`.allocator`) accounts for 512 B rounding, 2 MiB / 20 MiB segments, splitting
 and fragmentation by construction instead of a flat percentage.
 
-CPU: no allocator model (glibc/c10 return memory at page granularity), but oneDNN's reorder
-buffers around each convolution are replayed the same way (:mod:`.backends`).
+CPU: the predicted figure is the live-tensor peak, with oneDNN's reorder buffers around each
+convolution replayed the same way (:mod:`.backends`); there is no allocator model. A training
+process keeps freed memory in glibc's heap for the next step (``step.keep_freed_memory``), so
+its resident set can stand above that peak (``host_memory.*.maxrss_mb`` in
+``benchmarks/results/cpu_step.json``).
 """
 
 from __future__ import annotations
