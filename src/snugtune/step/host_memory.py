@@ -4,11 +4,25 @@ A training step allocates and frees the same activations every step. With glibc'
 malloc settings the freed heap above its trim threshold (at most 64 MiB, as the mmap threshold
 adapts up to 32 MiB) goes back to the kernel at the end of a step, and blocks above the mmap
 threshold are mapped and unmapped every time, so the next step takes a page fault for every
-4 KiB it touches again and the kernel zeroes each page. Measured on the 2-core CPU
+4 KiB it touches again and the kernel zeroes each page. Measured on the 2-core Xeon
 (``benchmarks/results/cpu_step.json``, ``host_memory``, from ``benchmarks/cpu_step.py``; every
-layer and BatchNorm training, batch 32, channels_last, fused AdamW): see ``speedup`` there,
-with page faults per step against zero, and the peak resident set (``maxrss_mb``) that pays
-for it, freed blocks being reused where they fit rather than returned.
+layer and BatchNorm training, batch 32, channels_last; medians of 3 interleaved pairs of fresh
+processes), glibc's defaults against kept memory:
+
+=====================  ==================  ====================  ===========  ==============
+step                   page faults a step  kernel ms a step      speedup      peak RSS (MB)
+=====================  ==================  ====================  ===========  ==============
+mobilenet_v2, 96 px    16,506 -> 384       32.2 -> 1.6           1.073x       1,326 -> 1,363
+efficientnet_b0, 96    18,213 -> 588       32.6 -> 1.3           1.03x        1,413 -> 1,419
+mobilenet_v2, 224 px   694,311 -> 6,469    1,222.7 -> 79.6       1.78x        3,343 -> 4,000
+=====================  ==================  ====================  ===========  ==============
+
+The price is the last column: freed blocks are reused where they fit rather than returned, so
+the heap holds more than the live tensors at the peak (20% more at 224 px). The CPU plan
+counts live tensors (``memory.device``), so its figures and budgets are unchanged. With glibc's
+defaults the same step also ran at rates that depended on what the process had allocated
+before (mobilenet_v2 at 96 px: 131.8 to 162.0 images/s over the three default runs, 169.6 to
+175.1 kept).
 
 This is what PyTorch's CPU performance guide gets from preloading jemalloc or tcmalloc; glibc
 offers the same through ``mallopt`` (``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``; man 3

@@ -13,9 +13,11 @@ twice, optimizer state and LR schedule untouched.
 The step runs eagerly. ``torch.compile`` (inductor) of the model was measured on the 2-core CPU
 (``benchmarks/results/cpu_step.json``, ``compiled`` against ``channels_last``, from
 ``benchmarks/cpu_step.py``; every layer and BatchNorm training, 96 px, batch 32,
-channels_last): 0.96x the eager step's images/s for mobilenet_v2 and 0.97x for efficientnet_b0,
-after 68 s of compilation for efficientnet_b0 on a cold cache; it does not pay here, and the
-memory simulator could not vouch for a compiled step's peak. On a GPU it is not measured yet.
+channels_last, freed memory kept): 0.98x the eager step's images/s for mobilenet_v2 and 0.99x
+for efficientnet_b0 (167.5 and 106.5 against 171.5 and 107.4), its first three steps taking
+3.7 and 3.1 s with a warm inductor cache (68 s for efficientnet_b0 on a cold cache, in the
+previous run of the benchmark); it does not pay here, and the memory simulator could not vouch
+for a compiled step's peak. On a GPU it is not measured yet.
 """
 
 from __future__ import annotations
