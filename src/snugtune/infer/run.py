@@ -38,7 +38,13 @@ from snugtune.memory import PeakMeter, probe
 from snugtune.models import Classifier, build_classifier
 from snugtune.report import ClassificationReport, classification_report, read_model_card
 from snugtune.rundir import RunDir
-from snugtune.step import StepContext, eval_micro_batch, evaluate, resolve_device
+from snugtune.step import (
+    StepContext,
+    eval_micro_batch,
+    evaluate,
+    keep_freed_memory,
+    resolve_device,
+)
 from snugtune.store import DataIndex
 
 __all__ = ["evaluate_run", "load_run", "predict", "predict_samples", "predict_views",
@@ -178,6 +184,7 @@ def evaluate_run(
     run trained under holds (see ``training_limits``).
     """
     dev = resolve_device(device)
+    keep_freed_memory(dev)  # forward passes free their activations too
     model, card = load_run(run_dir, dev)
     gpu_memory, micro = training_limits(RunDir(run_dir), dev, gpu_memory)
     classes = list(card["classes"])
@@ -247,6 +254,7 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], *, top_k: int = 1,
         return OnnxModel(run_dir).predict(image_files(files), top_k=top_k, batch_size=batch_size,
                                           tta=tta)
     dev = resolve_device(device)
+    keep_freed_memory(dev)  # forward passes free their activations too
     model, card = load_run(run_dir, dev)
     gpu_memory, micro = training_limits(RunDir(run_dir), dev, gpu_memory)
     classes = list(card["classes"])

@@ -95,3 +95,24 @@ def test_inference_on_cuda_counts_the_kernels_in_its_context_as_training_does(fa
     assert guard.context_bytes > measured.context_bytes
     assert _guard(cuda, 4 << 30, 123).context_bytes == 123
     assert _guard(cuda, None, None).context_bytes == 0  # no budget: nothing is capped
+
+
+@pytest.mark.parametrize("entry", ["evaluate_run", "predict"])
+def test_inference_keeps_freed_memory_on_its_device_before_loading_the_model(
+    entry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from snugtune.infer import run
+
+    seen: list[str] = []
+
+    def loaded(run_dir: object, device: torch.device) -> None:
+        seen.append(f"load on {device.type}")
+        raise KeyboardInterrupt  # far enough
+
+    monkeypatch.setattr(run, "keep_freed_memory", lambda d: seen.append(f"keep on {d.type}"))
+    monkeypatch.setattr(run, "load_run", loaded)
+    call = (lambda: run.evaluate_run(tmp_path, device="cpu")) if entry == "evaluate_run" else (
+        lambda: run.predict(tmp_path, [tmp_path], device="cpu"))
+    with pytest.raises(KeyboardInterrupt):
+        call()
+    assert seen == ["keep on cpu", "load on cpu"]
