@@ -20,6 +20,11 @@ Cases (mobilenet_v2, 96 px, batch 32, on Animal-MNIST subsets):
 * ``frozen_cached_epochs``: snugtune's head epochs after the fill (features from the cache;
   median of ``--cached-epochs``) against the same plain frozen epoch.
 
+Both loops run with the CPU's freed memory kept for the next step (``step.keep_freed_memory``,
+set at the start: a snugtune run would set it for the whole process anyway), so the ratios
+compare the loops, not glibc's settings; what that setting gives on its own is
+``cpu_step.json``'s ``host_memory``. (``results/throughput.json`` predates the setting.)
+
 Every case runs ``--repeats`` times, interleaved (the order rotates each repeat); the JSON
 gives every value, the medians and the ratio of medians, the machine, and the load average
 before and after each measurement (the machine may be shared).
@@ -52,6 +57,7 @@ from _machine import emit, load, machine  # benchmarks/_machine.py (scripts run 
 from snugtune.config import AugmentConfig, build_config
 from snugtune.data import build_transforms, default_workers, load_image, write_animal_mnist
 from snugtune.recipe import finetune, train
+from snugtune.step import keep_freed_memory
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -275,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=96)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args(argv)
+    keep_freed_memory(torch.device("cpu"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("snugtune").setLevel(logging.WARNING)
     t0, start_load = time.perf_counter(), load()
