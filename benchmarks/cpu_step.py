@@ -26,6 +26,12 @@ times interleaved, at 96 px for each model and at 224 px for mobilenet_v2 (activ
 to 154 MB): steady images/s, minor page faults and kernel (system) milliseconds per step, the
 peak resident set (``ru_maxrss``), and the median paired ``speedup``.
 
+``forward_chunk``: images/s of an inference forward pass (eval mode, no gradients,
+channels_last fp32, freed memory kept) over 256 images in chunks of 8, 16, 32 and 64 images,
+for each model and the default backbone (tf_efficientnet_lite0, random weights), the best of
+``--repeats`` interleaved passes: what evaluation and the feature-cache fill run at
+(``step.CPU_FORWARD_CHUNK``).
+
 Also: the AdamW step alone (foreach vs fused, the model's parameters), the step's operators by
 self CPU time (``torch.profiler``, channels_last fp32). The loader's share per image is
 ``throughput.py``'s (``input_pipeline_ms_per_image_one_thread``).
@@ -131,6 +137,26 @@ def operators(name: str, batch: int, res: int, top: int = 10) -> dict[str, float
     return {k: round(100 * t / total, 1) for k, t in events[:top]}
 
 
+FORWARD_CHUNKS = (8, 16, 32, 64)
+
+
+def forward_chunks(name: str, repeats: int, res: int) -> dict[str, float]:
+    """Best images/s of a no-grad eval forward over 256 images, per chunk size."""
+    model = build_classifier(name, num_classes=10, weights="none").eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(256, 3, res, res).contiguous(memory_format=torch.channels_last)
+    rates: dict[int, list[float]] = {c: [] for c in FORWARD_CHUNKS}
+    with torch.no_grad():
+        for r in range(repeats):
+            for c in FORWARD_CHUNKS[r % 4:] + FORWARD_CHUNKS[:r % 4]:
+                model(x[:c])
+                t0 = time.perf_counter()
+                for i in range(0, len(x), c):
+                    model(x[i : i + c])
+                rates[c].append(len(x) / (time.perf_counter() - t0))
+    return {str(c): round(max(v), 1) for c, v in rates.items()}
+
+
 def host_memory_child(name: str, res: int, mode: str, steps: int, batch: int) -> dict[str, float]:
     """In a fresh process: the channels_last fp32 step with glibc's defaults or kept memory."""
     if mode == "kept" and not keep_freed_memory(CPU):
@@ -216,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         "operators_self_cpu_percent": {name: operators(name, args.batch, args.res)
                                        for name in args.models},
         "host_memory": memory,
+        "forward_chunk": {name: forward_chunks(name, max(3, args.repeats), args.res) for name in
+                          [f"torchvision:{m}" for m in args.models] + ["tf_efficientnet_lite0"]},
         "runs": runs,
     }
     emit(report, args.out)

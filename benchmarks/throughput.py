@@ -92,7 +92,8 @@ def plain_epoch(root: Path, *, frozen: bool, res: int, batch: int, workers: int,
 
 def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: str, res: int,
              batch: int, channels_last: bool | None = None) -> dict[str, Any]:
-    """One ``snugtune.train`` run; returns its per-epoch images/s and the cache record.
+    """One ``snugtune.train`` run with a cache of its own (the first frozen epoch is a fill,
+    every repeat); returns its per-epoch images/s and the cache record.
 
     ``channels_last`` (a what-if) patches the plan's memory layout; ``None`` keeps the plan's.
     """
@@ -102,7 +103,7 @@ def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: 
     cfg = build_config(None, {
         "data": str(root), "out": str(out), "model": "torchvision:mobilenet_v2", "weights": "none",
         "resolution": res, "batch_size": batch, "val_split": 0.0, "precision": precision,
-        "progress": False, "phases": [phase],
+        "progress": False, "phases": [phase], "cache_dir": str(out) + "-cache",
     })
     original = finetune.plan_phases
 
@@ -125,6 +126,7 @@ def snug_run(root: Path, work: Path, *, trainable: str, epochs: int, precision: 
               "precision": phase_summary.precision, "channels_last": phase_summary.channels_last,
               "feature_cache": cache.to_dict() if cache else None}
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(str(out) + "-cache", ignore_errors=True)
     return record
 
 
