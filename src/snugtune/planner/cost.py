@@ -4,8 +4,8 @@ Time per image is modelled as a product of independent factors (lower is faster)
 
 * precision: autocast on tensor cores runs matmuls and convolutions about twice as fast as
   fp32 (NVIDIA's mixed-precision training guide: 2-3x on Volta and later; 2x is the
-  conservative figure); on the CPU fp32 is the reference: bf16 autocast trained 0.84x as
-  fast for mobilenet_v2 and 0.61x for efficientnet_b0 (every layer and BatchNorm training, 96
+  conservative figure); on the CPU fp32 is the reference: bf16 autocast trained 0.85x as
+  fast for mobilenet_v2 and 0.63x for efficientnet_b0 (every layer and BatchNorm training, 96
   px, batch 32, channels_last) even on a 2-core Xeon with AMX (``benchmarks/cpu_step.py``,
   ``results/cpu_step.json``), so it is only chosen when fp32 does not fit;
 * activation checkpointing recomputes the checkpointed blocks' forward in backward; a forward

@@ -12,17 +12,18 @@ processes), glibc's defaults against kept memory:
 =====================  ==================  ====================  ===========  ==============
 step                   page faults a step  kernel ms a step      speedup      peak RSS (MB)
 =====================  ==================  ====================  ===========  ==============
-mobilenet_v2, 96 px    16,506 -> 384       32.2 -> 1.6           1.073x       1,326 -> 1,363
-efficientnet_b0, 96    18,213 -> 588       32.6 -> 1.3           1.03x        1,413 -> 1,419
-mobilenet_v2, 224 px   694,311 -> 6,469    1,222.7 -> 79.6       1.78x        3,343 -> 4,000
+mobilenet_v2, 96 px    15,664 -> 504       25.9 -> 2.0           1.028x       1,322 -> 1,380
+efficientnet_b0, 96    17,998 -> 62        32.8 -> 1.1           1.068x       1,418 -> 1,431
+mobilenet_v2, 224 px   740,496 -> 0        1,431.6 -> 3.5        1.865x       3,312 -> 4,031
 =====================  ==================  ====================  ===========  ==============
 
 The price is the last column: freed blocks are reused where they fit rather than returned, so
-the heap holds more than the live tensors at the peak (20% more at 224 px). The CPU plan
+the heap holds more than the live tensors at the peak (22% more at 224 px). The CPU plan
 counts live tensors (``memory.device``), so its figures and budgets are unchanged. With glibc's
 defaults the same step also ran at rates that depended on what the process had allocated
-before (mobilenet_v2 at 96 px: 131.8 to 162.0 images/s over the three default runs, 169.6 to
-175.1 kept).
+before (mobilenet_v2 at 224 px: 15.9 to 21.2 images/s over the three default runs, 35.8 to
+36.8 kept; at 96 px the previous run of the benchmark, in git history, had 131.8 to 162.0
+against 169.6 to 175.1, a 1.073x median speedup).
 
 This is what PyTorch's CPU performance guide gets from preloading jemalloc or tcmalloc; glibc
 offers the same through ``mallopt`` (``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``; man 3

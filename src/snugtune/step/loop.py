@@ -13,11 +13,11 @@ twice, optimizer state and LR schedule untouched.
 The step runs eagerly. ``torch.compile`` (inductor) of the model was measured on the 2-core CPU
 (``benchmarks/results/cpu_step.json``, ``compiled`` against ``channels_last``, from
 ``benchmarks/cpu_step.py``; every layer and BatchNorm training, 96 px, batch 32,
-channels_last, freed memory kept): 0.98x the eager step's images/s for mobilenet_v2 and 0.99x
-for efficientnet_b0 (167.5 and 106.5 against 171.5 and 107.4), its first three steps taking
-3.7 and 3.1 s with a warm inductor cache (68 s for efficientnet_b0 on a cold cache, in the
-previous run of the benchmark); it does not pay here, and the memory simulator could not vouch
-for a compiled step's peak. On a GPU it is not measured yet.
+channels_last, freed memory kept): 0.95x the eager step's images/s for mobilenet_v2 and 1.02x
+for efficientnet_b0 (160.4 and 104.6 against 168.5 and 102.8; the spreads of three repeats
+are 3.5-6.3%), its first three steps taking 3.67 and 3.28 s with a warm inductor cache (68 s
+for efficientnet_b0 on a cold cache, in an earlier run of the benchmark); it does not pay
+here, and the memory simulator could not vouch for a compiled step's peak. On a GPU it is not measured yet.
 """
 
 from __future__ import annotations
@@ -38,12 +38,15 @@ from snugtune.step.sync import StepSync
 __all__ = ["CPU_FORWARD_CHUNK", "Stats", "StepContext", "eval_micro_batch", "evaluate",
            "train_step"]
 
-#: Images per inference forward pass on the CPU (evaluation, the feature-cache fill): small
-#: chunks keep a layer's activations in cache. Timed on the 2-core CPU at 96 px, fp32,
-#: channels_last, with 16, 32 and 64 images per pass: 16 was the fastest for
-#: tf_efficientnet_lite0 and mobilenet_v2, in an earlier measurement that no committed JSON
-#: records. An image's output depends on its chunk only by float rounding.
-CPU_FORWARD_CHUNK = 16
+#: Images per inference forward pass on the CPU (evaluation, the feature-cache fill), at most
+#: (a memory budget halves it). Timed on the 2-core Xeon at 96 px, fp32, channels_last, with
+#: freed memory kept as a run keeps it (``forward_chunk`` in benchmarks/results/cpu_step.json,
+#: from cpu_step.py): 64 images a pass ran 1.25x, 1.38x and 1.25x as fast as 16 for
+#: mobilenet_v2, efficientnet_b0 and tf_efficientnet_lite0 (753.9, 538.0 and 591.6 images/s),
+#: and the fastest of 8, 16, 32 and 64 for all three. (16 had been the fastest while glibc
+#: handed every pass's activations back to the kernel.) An image's output depends on its chunk
+#: only by float rounding.
+CPU_FORWARD_CHUNK = 64
 
 Mixer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 

@@ -62,7 +62,7 @@ def build_optimizer(groups: list[dict[str, Any]], phase: PhaseConfig,
     Kernels, explicit rather than PyTorch's per-device default (the simulator's tensors are
     fake CPU tensors standing for CUDA ones): Adam(W) runs its fused kernel on every device
     (one pass over all parameters, no per-step temporaries; the same update up to float
-    rounding): 1.83 ms instead of 7.15 ms per step for mobilenet_v2 and 2.84 instead of 12.25
+    rounding): 1.97 ms instead of 7.47 ms per step for mobilenet_v2 and 3.21 instead of 13.14
     for efficientnet_b0 on the 2-core CPU (``benchmarks/results/cpu_step.json``,
     ``adamw_step_ms``, from ``benchmarks/cpu_step.py``); SGD runs the multi-tensor ``foreach``
     kernel on CUDA (PyTorch's default there) and the per-parameter loop on the CPU.
