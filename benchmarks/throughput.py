@@ -23,7 +23,7 @@ Cases (mobilenet_v2, 96 px, batch 32, on Animal-MNIST subsets):
 Both loops run with the CPU's freed memory kept for the next step (``step.keep_freed_memory``,
 set at the start: a snugtune run would set it for the whole process anyway), so the ratios
 compare the loops, not glibc's settings; what that setting gives on its own is
-``cpu_step.json``'s ``host_memory``. (``results/throughput.json`` predates the setting.)
+``cpu_step.json``'s ``host_memory``.
 
 Every case runs ``--repeats`` times, interleaved (the order rotates each repeat); the JSON
 gives every value, the medians and the ratio of medians, the machine, and the load average
