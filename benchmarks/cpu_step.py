@@ -23,7 +23,7 @@ The variants run as the trainer does, with freed memory kept for the next step
 ``host_memory``: the channels_last fp32 step in fresh processes (the setting lasts as long as
 the process), glibc's defaults (``default``) against the setting (``kept``), ``--repeats``
 times interleaved, at 96 px for each model and at 224 px for mobilenet_v2 (activations of up
-to 154 MB): steady images/s, minor page faults and kernel (system) milliseconds per step, the
+to 154 MB: 32 x 96 x 112 x 112 floats): steady images/s, minor page faults and kernel (system) milliseconds per step, the
 peak resident set (``ru_maxrss``), and the median paired ``speedup``.
 
 ``forward_chunk``: images/s of an inference forward pass (eval mode, no gradients,
@@ -148,7 +148,8 @@ def forward_chunks(name: str, repeats: int, res: int) -> dict[str, float]:
     rates: dict[int, list[float]] = {c: [] for c in FORWARD_CHUNKS}
     with torch.no_grad():
         for r in range(repeats):
-            for c in FORWARD_CHUNKS[r % 4:] + FORWARD_CHUNKS[:r % 4]:
+            k = r % len(FORWARD_CHUNKS)  # the order rotates every repeat
+            for c in FORWARD_CHUNKS[k:] + FORWARD_CHUNKS[:k]:
                 model(x[:c])
                 t0 = time.perf_counter()
                 for i in range(0, len(x), c):

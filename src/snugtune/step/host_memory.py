@@ -2,7 +2,7 @@
 
 A training step allocates and frees the same activations every step. With glibc's default
 malloc settings the freed heap above its trim threshold (at most 64 MiB, as the mmap threshold
-adapts up to 32 MiB) goes back to the kernel at the end of a step, and blocks above the mmap
+adapts up to 32 MiB on 64-bit systems: man 3 mallopt) goes back to the kernel at the end of a step, and blocks above the mmap
 threshold are mapped and unmapped every time, so the next step takes a page fault for every
 4 KiB it touches again and the kernel zeroes each page. Measured on the 2-core Xeon
 (``benchmarks/results/cpu_step.json``, ``host_memory``, from ``benchmarks/cpu_step.py``; every
@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 #: Blocks below this come from the heap (and are reused when freed) rather than from a fresh
-#: mapping: above every activation of the measured steps (154 MB at 224 px).
+#: mapping: above every activation of the measured steps (the largest, mobilenet_v2's expanded
+#: first block at 224 px, batch 32: 32 x 96 x 112 x 112 floats, 154 MB).
 MMAP_THRESHOLD = 1 * GIB
 
 #: Free memory at the top of the heap is handed back to the kernel only beyond this. Bounded

@@ -17,7 +17,8 @@ channels_last, freed memory kept): 0.95x the eager step's images/s for mobilenet
 for efficientnet_b0 (160.4 and 104.6 against 168.5 and 102.8; the spreads of three repeats
 are 3.5-6.3%), its first three steps taking 3.67 and 3.28 s with a warm inductor cache (68 s
 for efficientnet_b0 on a cold cache, in an earlier run of the benchmark); it does not pay
-here, and the memory simulator could not vouch for a compiled step's peak. On a GPU it is not measured yet.
+here, and the memory simulator could not vouch for a compiled step's peak. On a GPU it is not
+measured yet.
 """
 
 from __future__ import annotations
